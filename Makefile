@@ -1,0 +1,39 @@
+# The two commands of README.md: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOME_DIR ?=
+
+.PHONY: run test lint typecheck pytest bench demo clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# strict editable mode: type checkers see the dizzy.* package as installed
+	$(BIN)/python -m pip install -q -e '.[test,bench]' --config-settings editable_mode=strict
+	touch $@
+
+# Until the daemon lands (issue 3), `make run` runs the tour of the CLI.
+run: demo
+
+demo: $(BIN)/.installed
+	PATH="$(abspath $(BIN)):$$PATH" bash docs/tour.sh
+
+test: lint typecheck pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(BIN)/.installed
+	$(BIN)/mypy -p dizzy.protocol -p dizzy.peer -p dizzy.cli
+	$(BIN)/mypy tests bench
+
+pytest: $(BIN)/.installed
+	$(BIN)/pytest
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,147 @@
+"""One home's peer, as the CLI and the daemon use it: identity plus event log."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from dizzy.peer.home import Home
+from dizzy.peer.ingest import Verifier, ingest_raw
+from dizzy.peer.keystore import create_identity, is_sealed, load_identity, read_agent_id
+from dizzy.peer.store import IngestReport, Store
+from dizzy.protocol import (
+    EntityReport,
+    Event,
+    Keypair,
+    NotFoundError,
+    encode_file,
+    parse_entity,
+    verify_entity,
+)
+
+__all__ = ["LocalPeer"]
+
+PassphraseSource = Callable[[], str | None]
+
+
+def _clock() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class LocalPeer:
+    """Identity and log of one home. Opens the database lazily."""
+
+    def __init__(self, home: Home, *, passphrase: PassphraseSource | None = None) -> None:
+        self.home = home
+        self._passphrase = passphrase
+        self._store: Store | None = None
+        self._identity: Keypair | None = None
+
+    @classmethod
+    def open(
+        cls,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        passphrase: PassphraseSource | None = None,
+    ) -> LocalPeer:
+        return cls(Home.resolve(home), passphrase=passphrase)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> LocalPeer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.home.ensure().database)
+        return self._store
+
+    # -- identity -------------------------------------------------------------
+
+    def init(self, passphrase: str | None = None) -> str:
+        """Create this home's agent identity; KeystoreError if it has one."""
+        self.home.ensure()
+        pair = create_identity(self.home.key_file, os.urandom(32), passphrase)
+        self.store  # noqa: B018 - create the log now, so a fresh home is complete
+        return pair.agent_id
+
+    @property
+    def agent_id(self) -> str:
+        return read_agent_id(self.home.key_file)
+
+    @property
+    def identity(self) -> Keypair:
+        if self._identity is None:
+            secret = os.environ.get("DIZZY_PASSPHRASE")
+            if secret is None and self._passphrase and is_sealed(self.home.key_file):
+                secret = self._passphrase()
+            self._identity = load_identity(self.home.key_file, secret)
+        return self._identity
+
+    # -- entities and events ----------------------------------------------------
+
+    def create_entity(self, kind: str, name: str | None = None) -> Event:
+        return self.store.create_entity(
+            self.identity, kind, name, seed=os.urandom(32), clock=_clock()
+        )
+
+    def append(
+        self,
+        entity: str,
+        type: str,
+        data: dict[str, Any],
+        *,
+        expected_heads: Iterable[str] | None = None,
+    ) -> Event:
+        parse_entity(entity)
+        return self.store.append(
+            self.identity, entity, type, data, clock=_clock(), expected_heads=expected_heads
+        )
+
+    def show(self, event: str) -> Event:
+        found = self.store.get(event)
+        if found is None:
+            raise NotFoundError(f"no event {event} in this store")
+        return found
+
+    def log(self, entity: str) -> list[Event]:
+        self._require(entity)
+        return self.store.events(entity)
+
+    def verify(self, entity: str) -> EntityReport:
+        """Re-verify every stored byte of ``entity`` (signatures, ids, links, authors)."""
+        self._require(entity)
+        return verify_entity(self.store.raw_items(entity), entity)
+
+    def write_proof(self, entity: str, path: Path, events: Iterable[str] | None = None) -> int:
+        """Write a self-contained proof: the chosen events (default all) and their past."""
+        self._require(entity)
+        chosen = list(events) if events is not None else self.store.heads(entity)
+        proof = self.store.with_ancestors(chosen)
+        if any(e.entity != entity for e in proof):
+            raise NotFoundError(f"an event asked for is not an event of {entity}")
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as out:
+            out.writelines(encode_file("proof", {"entity": entity, "events": len(proof)}, proof))
+        tmp.replace(path)
+        return len(proof)
+
+    def ingest(
+        self, raws: Iterable[bytes], *, source: str, verifier: Verifier | None = None
+    ) -> IngestReport:
+        return ingest_raw(self.store, raws, source=source, verifier=verifier)
+
+    def _require(self, entity: str) -> None:
+        parse_entity(entity)
+        if self.store.entity(entity) is None:
+            raise NotFoundError(f"no entity {entity} in this store")

@@ -1,0 +1,582 @@
+"""The local event log: one SQLite file in WAL mode (docs/architecture.md#store).
+
+Concurrency: every write is one short ``BEGIN IMMEDIATE`` transaction, so the
+daemon and CLI commands on the same home serialise on SQLite's write lock and
+wait (busy timeout) instead of failing; readers never block in WAL mode.
+
+Durability: ``synchronous=NORMAL`` in WAL mode survives a crash of the process
+(kill -9) at any point with every committed transaction intact; after a power
+cut the last transactions may be lost, never the database's integrity.
+
+Ingest judges a batch in (depth, id) order, so parents are judged before
+their children, and writes all accepted events in the same transaction.
+Events whose parents are missing wait in ``pending`` and are judged, in the
+same transaction, as soon as the last of them arrives.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dizzy.peer.migrations import migrate
+from dizzy.protocol import (
+    MAX_EVENT_BYTES,
+    MAX_PARENTS,
+    ConcurrencyError,
+    Event,
+    EventBody,
+    ForbiddenError,
+    Keypair,
+    NotFoundError,
+    RemoteError,
+    StoreError,
+    UsageError,
+    agent_id,
+    check_author,
+    check_links,
+    decode_event,
+    entity_id,
+    event_id,
+    genesis_body,
+    parse_agent,
+    parse_entity,
+    parse_event,
+    sign_event,
+)
+
+__all__ = ["MAX_PENDING", "EntityInfo", "IngestReport", "Rejection", "Store"]
+
+MAX_PENDING = 100_000
+BUSY_TIMEOUT_S = 30.0
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    event_id: str | None
+    reason: str
+    detail: str
+
+
+@dataclass(slots=True)
+class IngestReport:
+    added: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    pending: list[str] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    equivocated: list[str] = field(default_factory=list)
+
+    def merge(self, other: IngestReport) -> None:
+        self.added += other.added
+        self.duplicates += other.duplicates
+        self.pending += other.pending
+        self.rejected += other.rejected
+        self.equivocated += other.equivocated
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "added": len(self.added),
+            "duplicates": self.duplicates,
+            "pending": len(self.pending),
+            "rejected": [
+                {"id": r.event_id, "reason": r.reason, "detail": r.detail} for r in self.rejected
+            ],
+            "equivocated": self.equivocated,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EntityInfo:
+    id: str
+    kind: str
+    name: str | None
+    creator: str
+    genesis: str
+    events: int
+    last_change: int
+    equivocated: bool
+    followed: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "name": self.name,
+            "creator": self.creator,
+            "genesis": self.genesis,
+            "events": self.events,
+            "last_change": self.last_change,
+            "equivocated": self.equivocated,
+            "followed": self.followed,
+        }
+
+
+class Store:
+    """The SQLite event log of one home. One thread at a time per instance."""
+
+    def __init__(self, path: Path | str, *, now: Callable[[], int] = _now_ms) -> None:
+        self.path = Path(path)
+        self._now = now
+        try:
+            self._db = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            migrate(self._db)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the event log {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"the event log is busy or unwritable: {exc}") from exc
+        try:
+            yield self._db
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"event log write failed: {exc}") from exc
+            raise
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"event log read failed: {exc}") from exc
+
+    # -- local writes -----------------------------------------------------------
+
+    def create_entity(
+        self, creator: Keypair, kind: str, name: str | None, *, seed: bytes, clock: int
+    ) -> Event:
+        """Create an entity from a fresh ``seed``; its key signs the genesis, then is dropped."""
+        entity_key = Keypair.from_seed(seed)
+        try:
+            body = genesis_body(creator.agent_id, entity_key.entity_id, kind, name, clock)
+        except RemoteError as exc:
+            raise UsageError(str(exc)) from None
+        genesis = sign_event(body, creator, entity_key)
+        del entity_key  # never stored; see docs/decisions.md#entity-keys
+        with self._write() as db:
+            if db.execute(
+                "SELECT 1 FROM entities WHERE id=?", (parse_entity(genesis.entity),)
+            ).fetchone():
+                raise UsageError("an entity with this key exists already (reused seed?)")
+            self._insert_genesis(db, genesis)
+            self._insert_rows(db, [genesis], self._now())
+            db.execute(
+                "INSERT INTO heads VALUES (?, ?)", (parse_entity(genesis.entity), genesis.id)
+            )
+        return genesis
+
+    def append(
+        self,
+        author: Keypair,
+        entity: str,
+        type: str,
+        data: dict[str, Any],
+        *,
+        clock: int,
+        expected_heads: Iterable[str] | None = None,
+    ) -> Event:
+        """Sign and store one event on top of the entity's current heads.
+
+        With ``expected_heads``, raise ConcurrencyError if the heads moved
+        since the caller read them (optimistic concurrency).
+        """
+        return self.append_many(
+            author, entity, [(type, data)], clock=clock, expected_heads=expected_heads
+        )[0]
+
+    def append_many(
+        self,
+        author: Keypair,
+        entity: str,
+        items: Iterable[tuple[str, dict[str, Any]]],
+        *,
+        clock: int,
+        expected_heads: Iterable[str] | None = None,
+    ) -> list[Event]:
+        """Sign and store several events in one transaction, each on the previous."""
+        key = parse_entity(entity)
+        with self._write() as db:
+            row = db.execute("SELECT creator FROM entities WHERE id=?", (key,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no entity {entity} in this store")
+            creator = agent_id(row[0])
+            heads = db.execute(
+                "SELECT h.id, e.depth FROM heads h JOIN events e ON e.id = h.id"
+                " WHERE h.entity=? ORDER BY e.depth DESC, h.id",
+                (key,),
+            ).fetchall()
+            if expected_heads is not None:
+                expected = sorted(parse_event(h) for h in expected_heads)
+                if expected != sorted(h for h, _ in heads):
+                    raise ConcurrencyError(
+                        f"the heads of {entity} moved since they were read; read and retry"
+                    )
+            # A merge names at most MAX_PARENTS heads: the deepest first.
+            heads = heads[:MAX_PARENTS]
+            parents = tuple(sorted(event_id(h) for h, _ in heads))
+            depth = 1 + max(d for _, d in heads)
+            events = []
+            for type_, data in items:
+                try:
+                    body = EventBody(entity, author.agent_id, type_, parents, depth, clock, data)
+                except RemoteError as exc:
+                    raise UsageError(str(exc)) from None
+                if (why := check_author(creator, body)) is not None:
+                    raise ForbiddenError(why)
+                event = sign_event(body, author)
+                events.append(event)
+                parents, depth = (event.event_id,), depth + 1
+            if not events:
+                return []
+            self._insert_rows(db, events, self._now())
+            db.execute(
+                f"DELETE FROM heads WHERE entity=? AND id IN ({','.join('?' * len(heads))})",
+                (key, *(h for h, _ in heads)),
+            )
+            db.execute("INSERT INTO heads VALUES (?, ?)", (key, events[-1].id))
+        return events
+
+    # -- ingest of verified events from elsewhere ------------------------------------
+
+    def ingest(
+        self,
+        events: Sequence[Event],
+        *,
+        source: str,
+        failures: Sequence[tuple[bytes, RemoteError]] = (),
+    ) -> IngestReport:
+        """Store what is valid of ``events`` (already decoded and signature-checked).
+
+        Duplicates are no-ops; events missing ancestors go to ``pending``;
+        invalid ones, and the ``failures`` of decoding, are recorded in
+        ``rejections`` with their reason. One transaction.
+        """
+        report = IngestReport()
+        unique: dict[bytes, Event] = {}
+        for event in events:
+            unique.setdefault(event.id, event)
+        now = self._now()
+        with self._write() as db:
+            known = self._existing(db, list(unique))
+            report.duplicates = len(events) - len(unique) + len(known)
+            queue = deque(
+                sorted(
+                    (e for i, e in unique.items() if i not in known),
+                    key=lambda e: (e.depth, e.id),
+                )
+            )
+            judge = _Judge(db, source, now, report)
+            while queue:
+                event = queue.popleft()
+                if judge.judge(event):
+                    queue.extend(judge.released_by(event.id))
+            judge.flush()
+            self._insert_rows(db, judge.accepted, now)
+            for raw, error in failures:
+                db.execute(
+                    "INSERT INTO rejections VALUES (NULL, NULL, ?, ?, ?, ?, ?)",
+                    (error.reason, str(error), source, now, raw[:MAX_EVENT_BYTES]),
+                )
+                report.rejected.append(Rejection(None, error.reason, str(error)))
+        return report
+
+    # -- reads ------------------------------------------------------------------
+
+    def get(self, event: str) -> Event | None:
+        rows = self._read("SELECT raw FROM events WHERE id=?", (parse_event(event),))
+        return decode_event(rows[0][0], verify=False) if rows else None
+
+    def events(self, entity: str) -> list[Event]:
+        """The entity's events in causal order: (depth, id), the same on every peer."""
+        return [decode_event(raw, verify=False) for _, raw in self.raw_items(entity)]
+
+    def raw_items(self, entity: str) -> list[tuple[str, bytes]]:
+        """(stored id, stored bytes) in causal order, for re-verification."""
+        rows = self._read(
+            "SELECT id, raw FROM events WHERE entity=? ORDER BY depth, id", (parse_entity(entity),)
+        )
+        return [(event_id(i), raw) for i, raw in rows]
+
+    def heads(self, entity: str) -> list[str]:
+        rows = self._read(
+            "SELECT id FROM heads WHERE entity=? ORDER BY id", (parse_entity(entity),)
+        )
+        return [event_id(r[0]) for r in rows]
+
+    def entity(self, entity: str) -> EntityInfo | None:
+        found = self._entities("WHERE n.id = ?", (parse_entity(entity),))
+        return found[0] if found else None
+
+    def entities(self) -> list[EntityInfo]:
+        return self._entities("", ())
+
+    def _entities(self, where: str, args: Sequence[Any]) -> list[EntityInfo]:
+        rows = self._read(
+            "SELECT n.id, n.kind, n.name, n.creator, n.genesis, n.equivocated, n.followed,"
+            " (SELECT count(*) FROM events e WHERE e.entity = n.id),"
+            " (SELECT max(clock) FROM events e WHERE e.entity = n.id)"
+            f" FROM entities n {where} ORDER BY n.kind, n.name, n.id",
+            args,
+        )
+        return [
+            EntityInfo(
+                entity_id(r[0]),
+                r[1],
+                r[2],
+                agent_id(r[3]),
+                event_id(r[4]),
+                r[7],
+                r[8] or 0,
+                bool(r[5]),
+                bool(r[6]),
+            )
+            for r in rows
+        ]
+
+    def with_ancestors(self, events: Iterable[str]) -> list[Event]:
+        """The given events and their whole causal past, in causal order."""
+        seen: dict[bytes, Event] = {}
+        stack = [parse_event(e) for e in events]
+        while stack:
+            key = stack.pop()
+            if key in seen:
+                continue
+            rows = self._read("SELECT raw FROM events WHERE id=?", (key,))
+            if not rows:
+                raise NotFoundError(f"no event {event_id(key)} in this store")
+            event = decode_event(rows[0][0], verify=False)
+            seen[key] = event
+            stack.extend(parse_event(p) for p in event.parents)
+        return sorted(seen.values(), key=lambda e: (e.depth, e.id))
+
+    def pending_count(self) -> int:
+        return int(self._read("SELECT count(*) FROM pending")[0][0])
+
+    def rejections(self) -> list[dict[str, Any]]:
+        rows = self._read("SELECT id, reason, detail, source, at FROM rejections ORDER BY rowid")
+        return [
+            {
+                "id": event_id(r[0]) if r[0] else None,
+                "reason": r[1],
+                "detail": r[2],
+                "source": r[3],
+                "at": r[4],
+            }
+            for r in rows
+        ]
+
+    def last_seq(self) -> int:
+        return int(self._read("SELECT coalesce(max(seq), 0) FROM events")[0][0])
+
+    def integrity_check(self) -> str:
+        return str(self._read("PRAGMA integrity_check")[0][0])
+
+    # -- helpers -------------------------------------------------------------------
+
+    @staticmethod
+    def _existing(db: sqlite3.Connection, ids: list[bytes]) -> set[bytes]:
+        found: set[bytes] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            found.update(
+                r[0]
+                for r in db.execute(
+                    f"SELECT id FROM events WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                )
+            )
+        return found
+
+    @staticmethod
+    def _insert_genesis(db: sqlite3.Connection, genesis: Event) -> None:
+        db.execute(
+            "INSERT INTO entities (id, genesis, creator, kind, name) VALUES (?, ?, ?, ?, ?)",
+            (
+                parse_entity(genesis.entity),
+                genesis.id,
+                parse_agent(genesis.author),
+                genesis.body.data["kind"],
+                genesis.body.data.get("name"),
+            ),
+        )
+
+    @staticmethod
+    def _insert_rows(db: sqlite3.Connection, events: list[Event], now: int) -> None:
+        db.executemany(
+            "INSERT INTO events (id, entity, author, type, depth, clock, received, raw)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    e.id,
+                    parse_entity(e.entity),
+                    parse_agent(e.author),
+                    e.type,
+                    e.depth,
+                    e.body.clock,
+                    now,
+                    e.raw,
+                )
+                for e in events
+            ],
+        )
+
+
+class _Judge:
+    """Judges one ingest batch inside its transaction (see Store.ingest)."""
+
+    def __init__(self, db: sqlite3.Connection, source: str, now: int, report: IngestReport) -> None:
+        self.db, self.source, self.now, self.report = db, source, now, report
+        self.accepted: list[Event] = []
+        self.depths: dict[bytes, tuple[bytes, int]] = {}  # accepted here: id -> (entity, depth)
+        self.creators: dict[bytes, str | None] = {}
+        self.heads_gone: set[tuple[bytes, bytes]] = set()
+        self.heads_new: set[tuple[bytes, bytes]] = set()
+        self.has_pending = db.execute("SELECT EXISTS (SELECT 1 FROM pending)").fetchone()[0]
+        self.pending_room = MAX_PENDING - (
+            db.execute("SELECT count(*) FROM pending").fetchone()[0] if self.has_pending else 0
+        )
+
+    def judge(self, event: Event) -> bool:
+        """Accept, park or reject ``event``; True if accepted."""
+        if event.id in self.depths:  # arrived in the batch and was released from pending too
+            return False
+        entity = parse_entity(event.entity)
+        if event.is_genesis:
+            return self._judge_genesis(event, entity)
+        parent_depths: dict[str, int] = {}
+        missing: list[bytes] = []
+        for parent in event.parents:
+            key = parse_event(parent)
+            found = (
+                self.depths.get(key)
+                or self.db.execute("SELECT entity, depth FROM events WHERE id=?", (key,)).fetchone()
+            )
+            if found is None:
+                missing.append(key)
+            elif found[0] == entity:
+                parent_depths[parent] = found[1]
+        if missing:
+            self._park(event, entity, missing)
+            return False
+        why = check_links(event.body, parent_depths)
+        if why is not None:
+            return self._reject(event, entity, "bad_link", why)
+        creator = self._creator(entity)
+        if creator is None:  # cannot happen: parents exist only after their genesis
+            return self._reject(event, entity, "bad_link", "entity has no genesis")
+        why = check_author(creator, event.body)
+        if why is not None:
+            return self._reject(event, entity, "unauthorized", why)
+        self._accept(event, entity)
+        for parent in event.parents:
+            self.heads_gone.add((entity, parse_event(parent)))
+        return True
+
+    def _judge_genesis(self, event: Event, entity: bytes) -> bool:
+        row = self.db.execute("SELECT genesis FROM entities WHERE id=?", (entity,)).fetchone()
+        if row is not None:
+            # Another genesis for a known id: the entity key signed twice.
+            self.db.execute(
+                "INSERT OR IGNORE INTO equivocations VALUES (?, ?, ?, ?, ?)",
+                (entity, event.id, event.raw, self.source, self.now),
+            )
+            self.db.execute("UPDATE entities SET equivocated=1 WHERE id=?", (entity,))
+            self.report.equivocated.append(event.entity)
+            return False
+        Store._insert_genesis(self.db, event)
+        self.creators[entity] = event.author
+        self._accept(event, entity)
+        return True
+
+    def _accept(self, event: Event, entity: bytes) -> None:
+        if self.has_pending:
+            self.db.execute("DELETE FROM pending WHERE id=?", (event.id,))
+            self.db.execute("DELETE FROM pending_needs WHERE id=?", (event.id,))
+        self.accepted.append(event)
+        self.depths[event.id] = (entity, event.depth)
+        self.heads_new.add((entity, event.id))
+        self.report.added.append(event.event_id)
+
+    def _creator(self, entity: bytes) -> str | None:
+        if entity not in self.creators:
+            row = self.db.execute("SELECT creator FROM entities WHERE id=?", (entity,)).fetchone()
+            self.creators[entity] = agent_id(row[0]) if row else None
+        return self.creators[entity]
+
+    def _park(self, event: Event, entity: bytes, missing: list[bytes]) -> None:
+        if self.pending_room <= 0:
+            self._reject(event, entity, "pending_full", f"over {MAX_PENDING} events wait already")
+            return
+        cursor = self.db.execute(
+            "INSERT OR IGNORE INTO pending VALUES (?, ?, ?, ?, ?)",
+            (event.id, entity, event.raw, self.source, self.now),
+        )
+        if cursor.rowcount:
+            self.pending_room -= 1
+            self.has_pending = True
+        self.db.executemany(
+            "INSERT OR IGNORE INTO pending_needs VALUES (?, ?)", [(m, event.id) for m in missing]
+        )
+        self.report.pending.append(event.event_id)
+
+    def _reject(self, event: Event, entity: bytes, reason: str, detail: str) -> bool:
+        self.db.execute(
+            "INSERT INTO rejections VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (event.id, entity, reason, detail, self.source, self.now, event.raw),
+        )
+        self.report.rejected.append(Rejection(event.event_id, reason, detail))
+        return False
+
+    def released_by(self, accepted: bytes) -> list[Event]:
+        """Pending events whose last missing ancestor was ``accepted``."""
+        if not self.has_pending:
+            return []
+        waiting = [
+            r[0] for r in self.db.execute("SELECT id FROM pending_needs WHERE need=?", (accepted,))
+        ]
+        if not waiting:
+            return []
+        self.db.execute("DELETE FROM pending_needs WHERE need=?", (accepted,))
+        released = []
+        for key in waiting:
+            if self.db.execute("SELECT 1 FROM pending_needs WHERE id=?", (key,)).fetchone():
+                continue
+            row = self.db.execute("SELECT raw FROM pending WHERE id=?", (key,)).fetchone()
+            self.db.execute("DELETE FROM pending WHERE id=?", (key,))
+            if row is not None:  # verified when it arrived
+                released.append(decode_event(row[0], verify=False))
+        return released
+
+    def flush(self) -> None:
+        gone = self.heads_gone - self.heads_new
+        self.db.executemany("DELETE FROM heads WHERE entity=? AND id=?", sorted(gone))
+        self.db.executemany(
+            "INSERT OR IGNORE INTO heads VALUES (?, ?)", sorted(self.heads_new - self.heads_gone)
+        )

@@ -1,0 +1,306 @@
+"""The event envelope: build, sign, encode, decode and verify (docs/protocol.md#events).
+
+An event on the wire and on disk is one canonical JSON object::
+
+    {"author":"ag_…","clock":1700000000000,"data":{…},"depth":1,
+     "entity":"en_…","parents":["ev_…"],"sig":"…","type":"note","v":1}
+
+Its *body* is that object without ``sig`` and ``entity_sig``. The event id is
+BLAKE3-256 of the body's canonical bytes. The author signs
+``EVENT_CONTEXT + id``; a genesis event is also signed by the entity key over
+``ENTITY_CONTEXT + id``. The contexts are distinct, so no signature made for
+one purpose verifies for another, and because the body names the entity, an
+event signed for one entity can never be replayed onto another.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import blake3
+import orjson
+from nacl.bindings import crypto_sign_open
+from nacl.exceptions import BadSignatureError as _NaclBadSignature
+
+from dizzy.protocol import canonical
+from dizzy.protocol.errors import (
+    BadSignatureError,
+    MalformedError,
+    NonCanonicalError,
+    RemoteError,
+    UnknownVersionError,
+    UsageError,
+)
+from dizzy.protocol.ids import (
+    b32decode,
+    b32encode,
+    event_id,
+    parse_agent,
+    parse_entity,
+    parse_event,
+)
+from dizzy.protocol.keys import Keypair
+
+__all__ = [
+    "ENTITY_CONTEXT",
+    "EVENT_CONTEXT",
+    "GENESIS",
+    "MAX_EVENT_BYTES",
+    "MAX_NAME_CHARS",
+    "MAX_PARENTS",
+    "RESERVED_TYPES",
+    "VERSION",
+    "Event",
+    "EventBody",
+    "decode_event",
+    "genesis_body",
+    "sign_event",
+    "verify_signature",
+]
+
+VERSION = 1
+MAX_EVENT_BYTES = 64 * 1024
+MAX_PARENTS = 64
+MAX_NAME_CHARS = 200
+GENESIS = "dizzy.genesis"
+# Types under "dizzy." carry meaning for every peer; an unknown one is refused
+# rather than stored as opaque data, so a future rule can never be bypassed by
+# an old peer that let it through unread.
+RESERVED_TYPES = frozenset({GENESIS})
+EVENT_CONTEXT = b"dizzy/v1/event\x00"
+ENTITY_CONTEXT = b"dizzy/v1/entity-genesis\x00"
+SIG_CHARS = 103  # 64 bytes in base32
+
+_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:/-]{0,63}\Z")
+_BODY_KEYS = frozenset({"author", "clock", "data", "depth", "entity", "parents", "type", "v"})
+_SORT = orjson.OPT_SORT_KEYS
+
+
+def _check_name(value: object, what: str) -> str:
+    if type(value) is not str or not _NAME_RE.match(value):
+        raise MalformedError(
+            f"{what} must be 1-64 characters A-Z a-z 0-9 _ . : / - starting with a letter,"
+            f" got {str(value)[:80]!r}"
+        )
+    return value
+
+
+def _check_int(value: object, what: str, low: int = 0) -> int:
+    # type() and not isinstance(): True is an int to Python, never to dizzy.
+    if type(value) is not int or not low <= value <= canonical.MAX_SAFE_INTEGER:
+        raise MalformedError(f"{what} must be an integer in [{low}, 2**53-1], got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class EventBody:
+    """What an event says. Exists only if well-formed (checked when built)."""
+
+    entity: str
+    author: str
+    type: str
+    parents: tuple[str, ...]
+    depth: int
+    clock: int
+    data: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        entity_key = parse_entity(self.entity)
+        author_key = parse_agent(self.author)
+        _check_name(self.type, "type")
+        _check_int(self.depth, "depth")
+        _check_int(self.clock, "clock")
+        if type(self.parents) is not tuple:
+            raise MalformedError("parents must be a list of event ids")
+        if type(self.data) is not dict:
+            raise MalformedError("data must be a JSON object")
+        canonical.check_value(self.data)
+        if self.type.startswith("dizzy.") and self.type not in RESERVED_TYPES:
+            raise MalformedError(f"unknown reserved type {self.type!r}")
+        if self.type == GENESIS:
+            if self.parents or self.depth != 0:
+                raise MalformedError("a genesis event has no parents and depth 0")
+            if entity_key == author_key:
+                raise MalformedError("an entity key must be fresh, not the creator's own key")
+            _check_name(self.data.get("kind"), "entity kind")
+            name = self.data.get("name")
+            if name is not None and (type(name) is not str or len(name) > MAX_NAME_CHARS):
+                raise MalformedError(f"entity name must be a string of <= {MAX_NAME_CHARS}")
+            if set(self.data) - {"kind", "name"}:
+                raise MalformedError("genesis data holds only 'kind' and 'name'")
+        else:
+            if not self.parents:
+                raise MalformedError("only a genesis event may have no parents")
+            if self.depth < 1:
+                raise MalformedError("an event after genesis has depth >= 1")
+        if len(self.parents) > MAX_PARENTS:
+            raise MalformedError(f"more than {MAX_PARENTS} parents")
+        for parent in self.parents:
+            parse_event(parent)
+        # One spelling per parent set: sorted, no repeats.
+        if any(a >= b for a, b in zip(self.parents, self.parents[1:], strict=False)):
+            raise NonCanonicalError("parents must be sorted and distinct")
+
+    @property
+    def is_genesis(self) -> bool:
+        return self.type == GENESIS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "author": self.author,
+            "clock": self.clock,
+            "data": self.data,
+            "depth": self.depth,
+            "entity": self.entity,
+            "parents": list(self.parents),
+            "type": self.type,
+            "v": VERSION,
+        }
+
+    def digest(self) -> bytes:
+        """The event id: BLAKE3-256 of the canonical body."""
+        return blake3.blake3(orjson.dumps(self.to_dict(), option=_SORT)).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A signed event: its body, id, signatures and canonical bytes.
+
+    Events made by :func:`sign_event` or :func:`decode_event` (with
+    ``verify=True``, the default) carry signatures that verify.
+    """
+
+    body: EventBody
+    id: bytes
+    sig: bytes
+    entity_sig: bytes | None
+    raw: bytes
+
+    @property
+    def event_id(self) -> str:
+        return event_id(self.id)
+
+    @property
+    def entity(self) -> str:
+        return self.body.entity
+
+    @property
+    def author(self) -> str:
+        return self.body.author
+
+    @property
+    def type(self) -> str:
+        return self.body.type
+
+    @property
+    def parents(self) -> tuple[str, ...]:
+        return self.body.parents
+
+    @property
+    def depth(self) -> int:
+        return self.body.depth
+
+    @property
+    def is_genesis(self) -> bool:
+        return self.body.is_genesis
+
+    def to_json(self) -> dict[str, Any]:
+        """A readable view for output (not the signed form: that is ``raw``)."""
+        view = {"id": self.event_id, **self.body.to_dict()}
+        del view["v"]
+        return view
+
+
+def genesis_body(creator: str, entity: str, kind: str, name: str | None, clock: int) -> EventBody:
+    data: dict[str, Any] = {"kind": kind}
+    if name is not None:
+        data["name"] = name
+    return EventBody(entity, creator, GENESIS, (), 0, clock, data)
+
+
+def sign_event(body: EventBody, author: Keypair, entity_key: Keypair | None = None) -> Event:
+    """Sign ``body`` (and, for a genesis, sign it with the entity key too)."""
+    if author.agent_id != body.author:
+        raise UsageError("the signing key is not the body's author")
+    if body.is_genesis != (entity_key is not None):
+        raise UsageError("a genesis, and only a genesis, is signed by the entity key")
+    doc = body.to_dict()
+    body_bytes = orjson.dumps(doc, option=_SORT)
+    digest = blake3.blake3(body_bytes).digest()
+    sig = author.sign(EVENT_CONTEXT + digest)
+    doc["sig"] = b32encode(sig)
+    entity_sig = None
+    if entity_key is not None:
+        if entity_key.entity_id != body.entity:
+            raise UsageError("the entity key does not match the body's entity")
+        entity_sig = entity_key.sign(ENTITY_CONTEXT + digest)
+        doc["entity_sig"] = b32encode(entity_sig)
+    raw = orjson.dumps(doc, option=_SORT)
+    if len(raw) > MAX_EVENT_BYTES:
+        raise UsageError(f"event is {len(raw)} bytes, over the limit of {MAX_EVENT_BYTES}")
+    return Event(body, digest, sig, entity_sig, raw)
+
+
+def verify_signature(public_key: bytes, context: bytes, digest: bytes, sig: bytes) -> bool:
+    try:
+        crypto_sign_open(sig + context + digest, public_key)
+    except (_NaclBadSignature, ValueError):
+        return False
+    return True
+
+
+def decode_event(raw: bytes, *, verify: bool = True) -> Event:
+    """Bytes -> Event, or a RemoteError saying precisely what is wrong.
+
+    With ``verify=False`` signatures are not checked: only for bytes this peer
+    verified before storing them (and ``dizzy verify`` re-checks those).
+    """
+    if type(raw) is not bytes:
+        raise MalformedError("an event is bytes")
+    doc = canonical.decode(raw, MAX_EVENT_BYTES)
+    if type(doc) is not dict:
+        raise MalformedError("an event is a JSON object")
+    if "v" not in doc:
+        raise MalformedError("missing version field 'v'")
+    if type(doc["v"]) is not int or doc["v"] != VERSION:
+        raise UnknownVersionError(f"event version {doc['v']!r} is not spoken here (1 is)")
+    is_genesis = doc.get("type") == GENESIS
+    expected = _BODY_KEYS | ({"sig", "entity_sig"} if is_genesis else {"sig"})
+    if doc.keys() != expected:
+        missing = sorted(expected - doc.keys())
+        extra = sorted(doc.keys() - expected)
+        raise MalformedError(f"event fields: missing {missing}, unexpected {extra}")
+    sig = _decode_sig(doc.pop("sig"))
+    entity_sig = _decode_sig(doc.pop("entity_sig")) if is_genesis else None
+    parents = doc["parents"]
+    if type(parents) is not list:
+        raise MalformedError("parents must be a list of event ids")
+    body = EventBody(
+        doc["entity"],
+        doc["author"],
+        doc["type"],
+        tuple(parents),
+        doc["depth"],
+        doc["clock"],
+        doc["data"],
+    )
+    digest = blake3.blake3(orjson.dumps(doc, option=_SORT)).digest()
+    if verify:
+        if not verify_signature(parse_agent(body.author), EVENT_CONTEXT, digest, sig):
+            raise BadSignatureError(f"author signature of {event_id(digest)} does not verify")
+        if entity_sig is not None and not verify_signature(
+            parse_entity(body.entity), ENTITY_CONTEXT, digest, entity_sig
+        ):
+            raise BadSignatureError(f"entity signature of {event_id(digest)} does not verify")
+    return Event(body, digest, sig, entity_sig, raw)
+
+
+def _decode_sig(text: object) -> bytes:
+    if type(text) is not str:
+        raise MalformedError("a signature is a base32 string")
+    try:
+        return b32decode(text, 64)
+    except RemoteError as exc:
+        raise MalformedError(f"bad signature encoding: {exc}") from None

@@ -1,0 +1,138 @@
+"""Judging one entity's events as a whole: authorship, links, permission.
+
+Pure: it sees only the events it is given, so ``dizzy verify`` over a local
+store and over a proof file with no store and no network run the same code.
+The rules (docs/protocol.md#validity):
+
+1. every event decodes (canonical form, signatures) and hashes to the id it
+   is filed under;
+2. there is exactly one genesis; two different valid geneses for one entity
+   id make the entity *equivocated*, a verdict every peer holding both reaches;
+3. every parent is an event of the same entity, and
+   ``depth == 1 + max(depth of parents)``;
+4. the author may write to the entity: until roles exist, only its creator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from dizzy.protocol.errors import RemoteError
+from dizzy.protocol.event import Event, EventBody, decode_event
+
+__all__ = ["EntityReport", "Verdict", "check_author", "check_links", "verify_entity"]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    event_id: str
+    ok: bool
+    reason: str = "ok"
+    detail: str = ""
+    author: str | None = None
+    type: str | None = None
+    depth: int | None = None
+
+
+@dataclass(slots=True)
+class EntityReport:
+    entity: str | None
+    creator: str | None = None
+    kind: str | None = None
+    name: str | None = None
+    genesis: str | None = None
+    equivocated: bool = False
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.genesis is not None and not self.equivocated and all(v.ok for v in self.verdicts)
+        )
+
+    @property
+    def failures(self) -> list[Verdict]:
+        return [v for v in self.verdicts if not v.ok]
+
+
+def check_links(body: EventBody, parent_depths: Mapping[str, int]) -> str | None:
+    """Why ``body``'s links are wrong, or None. ``parent_depths`` maps the
+    parents found *in the same entity* to their depth."""
+    missing = [p for p in body.parents if p not in parent_depths]
+    if missing:
+        return f"parent {missing[0]} is not an event of this entity"
+    expected = 1 + max(parent_depths[p] for p in body.parents)
+    if body.depth != expected:
+        return f"depth {body.depth} should be {expected} (1 + deepest parent)"
+    return None
+
+
+def check_author(creator: str, body: EventBody) -> str | None:
+    """Why ``body``'s author may not write it, or None (creator-only for now)."""
+    if body.author != creator:
+        return f"{body.author} holds no role on this entity (only its creator may write)"
+    return None
+
+
+def verify_entity(items: Iterable[tuple[str, bytes]], entity: str | None = None) -> EntityReport:
+    """Judge every (claimed id, raw bytes) pair of one entity."""
+    report = EntityReport(entity)
+    events: list[Event] = []
+    for claimed, raw in items:
+        try:
+            event = decode_event(raw)
+        except RemoteError as exc:
+            report.verdicts.append(Verdict(claimed, False, exc.reason, str(exc)))
+            continue
+        if event.event_id != claimed:
+            report.verdicts.append(
+                Verdict(claimed, False, "id_mismatch", f"the bytes hash to {event.event_id}")
+            )
+            continue
+        if report.entity is None:
+            report.entity = event.entity
+        if event.entity != report.entity:
+            report.verdicts.append(
+                Verdict(claimed, False, "bad_link", f"belongs to {event.entity}")
+            )
+            continue
+        events.append(event)
+
+    geneses = sorted({e.event_id for e in events if e.is_genesis})
+    if len(geneses) > 1:
+        report.equivocated = True
+    genesis = next((e for e in events if e.is_genesis), None)
+    if genesis is not None:
+        report.genesis = genesis.event_id
+        report.creator = genesis.author
+        report.kind = genesis.body.data["kind"]
+        report.name = genesis.body.data.get("name")
+
+    # In (depth, id) order every parent is judged before its children.
+    depths: dict[str, int] = {}
+    for event in sorted(events, key=lambda e: (e.depth, e.id)):
+        reason, detail = "ok", ""
+        if event.is_genesis:
+            if len(geneses) > 1:
+                reason, detail = "equivocation", f"{len(geneses)} different geneses"
+        elif report.creator is None:
+            reason, detail = "missing_genesis", "the genesis of this entity is not present"
+        elif (why := check_links(event.body, depths)) is not None:
+            reason, detail = "bad_link", why
+        elif (why := check_author(report.creator, event.body)) is not None:
+            reason, detail = "unauthorized", why
+        if reason == "ok":
+            depths[event.event_id] = event.depth
+        report.verdicts.append(
+            Verdict(
+                event.event_id,
+                reason == "ok",
+                reason,
+                detail,
+                event.author,
+                event.type,
+                event.depth,
+            )
+        )
+    return report
