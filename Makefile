@@ -6,7 +6,8 @@ HOME_DIR ?=
 
 .PHONY: run test lint typecheck pytest bench demo clean
 
-$(BIN)/.installed: pyproject.toml
+# Strict editable installs link each module: reinstall when a package folder gains or loses a file.
+$(BIN)/.installed: pyproject.toml protocol peer cli
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# strict editable mode: type checkers see the dizzy.* package as installed

@@ -62,6 +62,9 @@ def parse_file(data: bytes, kind: str) -> tuple[dict[str, Any], list[tuple[str, 
         except UnicodeDecodeError:
             raise MalformedError(f"line {number}: the id is not ASCII") from None
         items.append((claimed, line[_ID_CHARS + 1 :]))
+    if header.get("events", len(items)) != len(items):
+        # A truncated or padded file is caught even when every line is valid.
+        raise MalformedError(f"header announces {header['events']} events, file holds {len(items)}")
     return header, items
 
 

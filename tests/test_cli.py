@@ -1,0 +1,236 @@
+"""The `dizzy` command, run as a real process against real homes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+
+from dizzy.cli.main import app
+from dizzy.peer import LocalPeer
+
+
+def dizzy(home: Path, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "dizzy.cli", *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"dizzy {args} failed: {result.stderr}")
+    return result
+
+
+def dizzy_json(home: Path, *args: str) -> Any:
+    return json.loads(dizzy(home, *args, "--json").stdout)
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    """Exit status 1, one line on stderr naming the problem, no traceback."""
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dizzy: error: "), result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    dizzy(path, "init")
+    return path
+
+
+def test_tour(home: Path, tmp_path: Path) -> None:
+    agent = dizzy(home, "id").stdout.strip()
+    assert agent.startswith("ag_") and dizzy_json(home, "id") == {"agent": agent}
+
+    entity = dizzy(home, "entity", "create", "--kind", "dataset", "--name", "survey").stdout.strip()
+    assert entity.startswith("en_")
+    data_file = tmp_path / "reading.json"
+    data_file.write_text('{"celsius": 21, "where": "Zürich"}')
+    first = dizzy(home, "append", entity, "note", "--data", '{"text": "hello"}').stdout.strip()
+    second = dizzy_json(home, "append", entity, "reading", "--data", f"@{data_file}")
+    assert second["data"] == {"celsius": 21, "where": "Zürich"}
+    assert second["parents"] == [first]
+
+    [listed] = dizzy_json(home, "entity", "list")
+    assert listed["id"] == entity and listed["creator"] == agent
+    assert (listed["kind"], listed["name"], listed["events"]) == ("dataset", "survey", 3)
+
+    log = dizzy_json(home, "log", entity)
+    assert [e["type"] for e in log] == ["dizzy.genesis", "note", "reading"]
+    assert [e["depth"] for e in log] == [0, 1, 2]
+    assert "reading" in dizzy(home, "log", entity).stdout
+
+    shown = dizzy_json(home, "show", first)
+    assert shown["id"] == first and shown["author"] == agent and shown["entity"] == entity
+    assert "hello" in dizzy(home, "show", first).stdout
+
+    report = dizzy_json(home, "verify", entity)
+    assert report["ok"] and report["creator"] == agent and len(report["events"]) == 3
+    assert "3 of 3 events verify" in dizzy(home, "verify", entity).stdout
+
+    proof = tmp_path / "survey.proof"
+    assert dizzy_json(home, "proof", entity, "-o", str(proof))["events"] == 3
+    # No store and no network: a home that does not even exist.
+    checked = dizzy_json(tmp_path / "nowhere", "verify", "--proof", str(proof))
+    assert checked["ok"] and checked["creator"] == agent
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_proof_of_chosen_events_includes_their_past(home: Path, tmp_path: Path) -> None:
+    entity = dizzy(home, "entity", "create", "--kind", "run").stdout.strip()
+    ids = [dizzy(home, "append", entity, "step", "--data", f'{{"n": {n}}}').stdout.strip() for n in range(4)]
+    proof = tmp_path / "p"
+    assert dizzy_json(home, "proof", entity, "-o", str(proof), "--event", ids[1])["events"] == 3
+    checked = dizzy_json(home, "verify", "--proof", str(proof))
+    assert checked["ok"] and {e["id"] for e in checked["events"]} >= {ids[0], ids[1]}
+    assert ids[2] not in {e["id"] for e in checked["events"]}
+
+
+def test_optimistic_append(home: Path) -> None:
+    entity = dizzy(home, "entity", "create", "--kind", "doc").stdout.strip()
+    head = dizzy_json(home, "log", entity)[-1]["id"]
+    dizzy(home, "append", entity, "edit", "--expect-head", head)
+    stale = dizzy(home, "append", entity, "edit", "--expect-head", head, check=False)
+    assert_clean_failure(stale, "heads")
+    assert len(dizzy_json(home, "log", entity)) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("append", "en_nope", "note"), ["entity id"]),
+        (("log", "ag_" + "a" * 52), ["entity id must start with 'en_'"]),
+        (("show", "ev_" + "a" * 52), ["no event"]),
+        (("log", "en_" + "a" * 52), ["not a valid Ed25519 public key"]),
+        (("entity", "create", "--kind", "no spaces"), ["kind"]),
+        (("verify",), ["ENTITY or --proof"]),
+    ],
+)
+def test_bad_input_fails_cleanly(home: Path, args: tuple[str, ...], words: list[str]) -> None:
+    assert_clean_failure(dizzy(home, *args, check=False), *words)
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        ('{"x": 1.5}', ["floats"]),
+        ('{"x": 9007199254740992}', ["2**53"]),
+        ("[1, 2]", ["JSON object"]),
+        ("{not json", ["not valid JSON"]),
+        ("[" * 100_000, ["not valid JSON"]),
+        ('{"x": "' + "a" * 70_000 + '"}', ["over the limit"]),
+        ("@/does/not/exist.json", ["exist.json"]),
+    ],
+)
+def test_bad_data_fails_cleanly_and_stores_nothing(home: Path, data: str, words: list[str]) -> None:
+    entity = dizzy(home, "entity", "create", "--kind", "doc").stdout.strip()
+    assert_clean_failure(dizzy(home, "append", entity, "note", "--data", data, check=False), *words)
+    assert len(dizzy_json(home, "log", entity)) == 1
+
+
+def test_init_refuses_to_overwrite(home: Path) -> None:
+    agent = dizzy(home, "id").stdout
+    assert_clean_failure(dizzy(home, "init", check=False), "already exists")
+    assert dizzy(home, "id").stdout == agent
+
+
+def test_missing_identity_is_explained(tmp_path: Path) -> None:
+    assert_clean_failure(dizzy(tmp_path / "empty", "id", check=False), "dizzy init")
+
+
+def test_encrypted_identity(tmp_path: Path) -> None:
+    home = tmp_path / "sealed"
+    dizzy(home, "init", "--encrypt", DIZZY_PASSPHRASE="correct horse")
+    assert "seed" not in (home / "agent.key").read_text()
+    # The id is public: readable without the passphrase.
+    assert dizzy(home, "id").stdout.startswith("ag_")
+    made = dizzy(home, "entity", "create", "--kind", "doc", DIZZY_PASSPHRASE="correct horse")
+    assert made.stdout.startswith("en_")
+    wrong = dizzy(home, "entity", "create", "--kind", "doc", check=False, DIZZY_PASSPHRASE="nope")
+    assert_clean_failure(wrong, "wrong passphrase")
+
+
+def _one_event_entity(home: Path) -> tuple[str, str]:
+    entity = dizzy(home, "entity", "create", "--kind", "doc").stdout.strip()
+    event = dizzy(home, "append", entity, "note", "--data", '{"text": "signed"}').stdout.strip()
+    return entity, event
+
+
+def test_tampering_with_any_stored_byte_fails_verify_naming_the_event(home: Path) -> None:
+    entity, event = _one_event_entity(home)
+    db = sqlite3.connect(home / "dizzy.db")
+    [(key, raw)] = db.execute(
+        "SELECT id, raw FROM events WHERE type='note'"
+    ).fetchall()
+    with LocalPeer.open(home) as peer:
+        for position in range(len(raw)):
+            tampered = bytearray(raw)
+            tampered[position] ^= 0x01
+            db.execute("UPDATE events SET raw=? WHERE id=?", (bytes(tampered), key))
+            db.commit()
+            report = peer.verify(entity)
+            assert not report.ok, position
+            assert [v.event_id for v in report.failures] == [event], position
+    # And through the command, for one of them:
+    result = dizzy(home, "verify", entity, check=False)
+    assert result.returncode == 1 and event in result.stdout and "FAIL" in result.stdout
+    db.execute("UPDATE events SET raw=? WHERE id=?", (raw, key))
+    db.commit()
+    assert dizzy(home, "verify", entity).returncode == 0
+
+
+def test_tampering_with_any_proof_byte_fails_verify(home: Path, tmp_path: Path) -> None:
+    from dizzy.protocol import DizzyError, verify_proof
+
+    entity, event = _one_event_entity(home)
+    proof = tmp_path / "p.proof"
+    dizzy(home, "proof", entity, "-o", str(proof))
+    data = proof.read_bytes()
+    event_line = data.index(event.encode())
+    for position in range(len(data) - 1):  # the final newline carries nothing
+        tampered = bytearray(data)
+        tampered[position] ^= 0x01
+        try:
+            report = verify_proof(bytes(tampered))
+        except DizzyError:
+            continue  # framing or header broken: rejected as a whole
+        assert not report.ok, position
+        if position >= event_line:
+            assert report.failures, position
+    tampered = bytearray(data)
+    tampered[-10] ^= 0x01
+    proof.write_bytes(bytes(tampered))
+    result = dizzy(home, "verify", "--proof", str(proof), check=False)
+    assert result.returncode == 1 and event in result.stdout
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    found = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += _commands(command, f"{prefix}{name} ")
+        else:
+            found.append((prefix + name, command))
+    return found
+
+
+@pytest.mark.parametrize(("name", "command"), _commands(app))
+def test_every_command_has_help_with_an_example(name: str, command: click.Command) -> None:
+    text = command.help or ""
+    assert len(text.split()) >= 4, name
+    assert "Example" in text and "dizzy " in text, name
+    options = {o for p in command.params for o in getattr(p, "opts", [])}
+    assert {"--home", "--json"} <= options, name
