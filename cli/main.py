@@ -215,7 +215,7 @@ def _read_data(value: str) -> dict[str, Any]:
     except (ValueError, RecursionError) as exc:
         raise UsageError(f"--data is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise UsageError("--data must be a JSON object, e.g. '{\"text\": \"hello\"}'")
+        raise UsageError('--data must be a JSON object, e.g. \'{"text": "hello"}\'')
     return data
 
 
@@ -245,9 +245,7 @@ def append(
       dizzy append en_… note --data '{"text": "hello"}'
       dizzy append en_… measurement --data @reading.json
     """
-    event = peer.append(
-        entity, type, _read_data(data), expected_heads=list(expect_heads) or None
-    )
+    event = peer.append(entity, type, _read_data(data), expected_heads=list(expect_heads) or None)
     out.emit(event.to_json(), event.event_id)
 
 
@@ -255,7 +253,9 @@ def _event_line(e: Event) -> str:
     data = json.dumps(e.body.data, ensure_ascii=False)
     if len(data) > 60:
         data = data[:59] + "…"
-    return f"{e.depth:>5}  {e.event_id}  {_when(e.body.clock)}  {_short(e.author)}  {e.type}  {data}"
+    return (
+        f"{e.depth:>5}  {e.event_id}  {_when(e.body.clock)}  {_short(e.author)}  {e.type}  {data}"
+    )
 
 
 @app.command()
@@ -396,9 +396,7 @@ def verify(peer: LocalPeer, out: Output, entity: str | None, proof_file: Path | 
     help="Prove these events (repeatable; default: all). Their causal past is included.",
 )
 @common
-def proof(
-    peer: LocalPeer, out: Output, entity: str, output: Path, events: tuple[str, ...]
-) -> None:
+def proof(peer: LocalPeer, out: Output, entity: str, output: Path, events: tuple[str, ...]) -> None:
     """Write a self-contained proof of ENTITY to a file.
 
     The file holds the genesis and the chosen events with their whole causal

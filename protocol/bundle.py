@@ -62,15 +62,19 @@ def parse_file(data: bytes, kind: str) -> tuple[dict[str, Any], list[tuple[str, 
         except UnicodeDecodeError:
             raise MalformedError(f"line {number}: the id is not ASCII") from None
         items.append((claimed, line[_ID_CHARS + 1 :]))
-    if header.get("events", len(items)) != len(items):
+    if header.get("events") != len(items):
         # A truncated or padded file is caught even when every line is valid.
-        raise MalformedError(f"header announces {header['events']} events, file holds {len(items)}")
+        raise MalformedError(
+            f"header announces {header.get('events')!r} events, file holds {len(items)}"
+        )
     return header, items
 
 
 def verify_proof(data: bytes) -> EntityReport:
     """Check a proof file with nothing but its bytes: no store, no network."""
     header, items = parse_file(data, "proof")
+    if header.keys() != {"dizzy", "entity", "events", "v"}:
+        raise MalformedError(f"unexpected proof header fields {sorted(header)}")
     claimed = header.get("entity")
     if type(claimed) is not str:
         raise MalformedError("proof header names no entity")

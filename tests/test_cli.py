@@ -17,7 +17,9 @@ from dizzy.cli.main import app
 from dizzy.peer import LocalPeer
 
 
-def dizzy(home: Path, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+def dizzy(
+    home: Path, *args: str, check: bool = True, **env: str
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [sys.executable, "-m", "dizzy.cli", *args, "--home", str(home)],
         capture_output=True,
@@ -91,7 +93,10 @@ def test_tour(home: Path, tmp_path: Path) -> None:
 
 def test_proof_of_chosen_events_includes_their_past(home: Path, tmp_path: Path) -> None:
     entity = dizzy(home, "entity", "create", "--kind", "run").stdout.strip()
-    ids = [dizzy(home, "append", entity, "step", "--data", f'{{"n": {n}}}').stdout.strip() for n in range(4)]
+    ids = [
+        dizzy(home, "append", entity, "step", "--data", f'{{"n": {n}}}').stdout.strip()
+        for n in range(4)
+    ]
     proof = tmp_path / "p"
     assert dizzy_json(home, "proof", entity, "-o", str(proof), "--event", ids[1])["events"] == 3
     checked = dizzy_json(home, "verify", "--proof", str(proof))
@@ -172,9 +177,7 @@ def _one_event_entity(home: Path) -> tuple[str, str]:
 def test_tampering_with_any_stored_byte_fails_verify_naming_the_event(home: Path) -> None:
     entity, event = _one_event_entity(home)
     db = sqlite3.connect(home / "dizzy.db")
-    [(key, raw)] = db.execute(
-        "SELECT id, raw FROM events WHERE type='note'"
-    ).fetchall()
+    [(key, raw)] = db.execute("SELECT id, raw FROM events WHERE type='note'").fetchall()
     with LocalPeer.open(home) as peer:
         for position in range(len(raw)):
             tampered = bytearray(raw)
