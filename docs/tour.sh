@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The five-minute tour of README.md, runnable: `make demo` (or `make run`
+# until the daemon exists). Uses a throwaway home so your own is untouched.
+set -euo pipefail
+export DIZZY_HOME="${DIZZY_HOME:-$(mktemp -d)/alice}"
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+
+step dizzy init
+step dizzy id
+ENTITY=$(dizzy entity create --kind dataset --name "field survey")
+echo "created entity $ENTITY"
+step dizzy append "$ENTITY" note --data '{"text": "first visit", "site": 4}'
+step dizzy append "$ENTITY" measurement --data '{"celsius": 21, "site": 4}'
+step dizzy entity list
+step dizzy log "$ENTITY"
+step dizzy verify "$ENTITY"
+PROOF="$(dirname "$DIZZY_HOME")/survey.proof"
+step dizzy proof "$ENTITY" -o "$PROOF"
+step dizzy verify --proof "$PROOF" --home "$(dirname "$DIZZY_HOME")/nobody"
+echo
+echo "home used for this tour: $DIZZY_HOME"
