@@ -84,6 +84,31 @@ MIGRATIONS: list[tuple[str, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        "0002_follows_and_peers",
+        """
+        -- What this peer replicates: entities it created, fetched or was told
+        -- to follow, held or not yet. (entities.followed is no longer read.)
+        CREATE TABLE follows (
+            entity BLOB PRIMARY KEY,
+            added  INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        INSERT INTO follows SELECT id, strftime('%s','now') * 1000 FROM entities;
+
+        -- Known peers and how syncing with them went.
+        CREATE TABLE peers (
+            url        TEXT PRIMARY KEY,
+            added      INTEGER NOT NULL,
+            last_sync  INTEGER,
+            last_error TEXT,
+            failures   INTEGER NOT NULL DEFAULT 0,
+            next_try   INTEGER NOT NULL DEFAULT 0,
+            sent       INTEGER NOT NULL DEFAULT 0,
+            received   INTEGER NOT NULL DEFAULT 0,
+            rejected   INTEGER NOT NULL DEFAULT 0
+        );
+        """,
+    ),
 ]
 
 

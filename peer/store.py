@@ -181,16 +181,14 @@ class Store:
             raise UsageError(str(exc)) from None
         genesis = sign_event(body, creator, entity_key)
         del entity_key  # never stored; see docs/decisions.md#entity-keys
+        key = parse_entity(genesis.entity)
         with self._write() as db:
-            if db.execute(
-                "SELECT 1 FROM entities WHERE id=?", (parse_entity(genesis.entity),)
-            ).fetchone():
+            if db.execute("SELECT 1 FROM entities WHERE id=?", (key,)).fetchone():
                 raise UsageError("an entity with this key exists already (reused seed?)")
             self._insert_genesis(db, genesis)
             self._insert_rows(db, [genesis], self._now())
-            db.execute(
-                "INSERT INTO heads VALUES (?, ?)", (parse_entity(genesis.entity), genesis.id)
-            )
+            db.execute("INSERT INTO heads VALUES (?, ?)", (key, genesis.id))
+            db.execute("INSERT OR IGNORE INTO follows VALUES (?, ?)", (key, self._now()))
         return genesis
 
     def append(
@@ -340,7 +338,8 @@ class Store:
 
     def _entities(self, where: str, args: Sequence[Any]) -> list[EntityInfo]:
         rows = self._read(
-            "SELECT n.id, n.kind, n.name, n.creator, n.genesis, n.equivocated, n.followed,"
+            "SELECT n.id, n.kind, n.name, n.creator, n.genesis, n.equivocated,"
+            " n.id IN (SELECT entity FROM follows),"
             " (SELECT count(*) FROM events e WHERE e.entity = n.id),"
             " (SELECT max(clock) FROM events e WHERE e.entity = n.id)"
             f" FROM entities n {where} ORDER BY n.kind, n.name, n.id",
@@ -398,6 +397,93 @@ class Store:
 
     def integrity_check(self) -> str:
         return str(self._read("PRAGMA integrity_check")[0][0])
+
+    # -- replication: follows, id sets, raw events, peers ------------------------------
+
+    def follow(self, entity: str) -> bool:
+        """Replicate ``entity`` from now on; False if it was followed already."""
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO follows VALUES (?, ?)", (parse_entity(entity), self._now())
+            )
+            return cursor.rowcount == 1
+
+    def followed(self) -> list[bytes]:
+        """Keys of the entities this peer replicates."""
+        return [r[0] for r in self._read("SELECT entity FROM follows ORDER BY entity")]
+
+    def held(self) -> list[bytes]:
+        """Keys of the entities whose genesis this peer holds."""
+        return [r[0] for r in self._read("SELECT id FROM entities ORDER BY id")]
+
+    def event_ids(self, entities: Sequence[bytes]) -> list[bytes]:
+        """Ids of every stored event of ``entities`` (keys)."""
+        found: list[bytes] = []
+        for start in range(0, len(entities), 500):
+            chunk = entities[start : start + 500]
+            found += [
+                r[0]
+                for r in self._read(
+                    f"SELECT id FROM events WHERE entity IN ({','.join('?' * len(chunk))})", chunk
+                )
+            ]
+        return found
+
+    def raw_events(self, ids: Sequence[bytes]) -> list[bytes]:
+        """Stored bytes of the events among ``ids`` that are here, parents first."""
+        rows: list[tuple[int, bytes, bytes]] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows += self._read(
+                f"SELECT depth, id, raw FROM events WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+        rows.sort()
+        return [raw for _, _, raw in rows]
+
+    def add_peer(self, url: str) -> bool:
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO peers (url, added) VALUES (?, ?)", (url, self._now())
+            )
+            return cursor.rowcount == 1
+
+    def remove_peer(self, url: str) -> bool:
+        with self._write() as db:
+            return db.execute("DELETE FROM peers WHERE url=?", (url,)).rowcount == 1
+
+    def peers(self) -> list[dict[str, Any]]:
+        names = ["url", "added", "last_sync", "last_error", "failures", "next_try"]
+        names += ["sent", "received", "rejected"]
+        rows = self._read(f"SELECT {', '.join(names)} FROM peers ORDER BY url")
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def record_sync(
+        self,
+        url: str,
+        *,
+        error: str | None,
+        next_try: int,
+        sent: int = 0,
+        received: int = 0,
+        rejected: int = 0,
+    ) -> None:
+        """Remember how a sync with ``url`` went (the peer row is created if new)."""
+        now = self._now()
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO peers (url, added) VALUES (?, ?)", (url, now))
+            if error is None:
+                db.execute(
+                    "UPDATE peers SET last_sync=?, last_error=NULL, failures=0, next_try=?,"
+                    " sent=sent+?, received=received+?, rejected=rejected+? WHERE url=?",
+                    (now, next_try, sent, received, rejected, url),
+                )
+            else:
+                db.execute(
+                    "UPDATE peers SET last_error=?, failures=failures+1, next_try=?,"
+                    " rejected=rejected+? WHERE url=?",
+                    (error, next_try, rejected, url),
+                )
 
     # -- helpers -------------------------------------------------------------------
 

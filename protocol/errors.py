@@ -15,6 +15,7 @@ this side's own caller or user, or a broken local store)::
     │   ├── BadLinkError            parents/depth/entity disagree  reason "bad_link"
     │   ├── UnauthorizedError       author may not write here      reason "unauthorized"
     │   └── EquivocationError       a second, different genesis    reason "equivocation"
+    ├── TransportError              a peer could not be reached or answered wrongly
     └── LocalError                  this side's own fault
         ├── UsageError              a caller or user asked for something invalid
         ├── ForbiddenError          this agent may not do that on this entity
@@ -45,6 +46,7 @@ __all__ = [
     "OversizeError",
     "RemoteError",
     "StoreError",
+    "TransportError",
     "UnauthorizedError",
     "UnknownVersionError",
     "UsageError",
@@ -105,6 +107,10 @@ class UnauthorizedError(RemoteError):
 
 class EquivocationError(RemoteError):
     reason = "equivocation"
+
+
+class TransportError(DizzyError):
+    """A peer could not be reached, timed out, or answered with an HTTP error."""
 
 
 class LocalError(DizzyError):

@@ -43,9 +43,11 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "ItemSet",
     "Range",
+    "Reader",
     "Reconciler",
     "decode_message",
     "encode_message",
+    "encode_varint",
 ]
 
 VERSION = 0x01
@@ -74,7 +76,7 @@ class Range:
 # -- wire encoding ---------------------------------------------------------------
 
 
-def _varint(n: int) -> bytes:
+def encode_varint(n: int) -> bytes:
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7
@@ -83,7 +85,9 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-class _Reader:
+class Reader:
+    """Reads varints and fixed-size fields; MalformedError when the bytes run out."""
+
     def __init__(self, data: bytes) -> None:
         self.data, self.pos = data, 0
 
@@ -113,12 +117,12 @@ class _Reader:
 def encode_message(ranges: Sequence[Range]) -> bytes:
     out = bytearray([VERSION])
     for r in ranges:
-        out += b"\x00" if r.upper == INFINITY else _varint(len(r.upper)) + r.upper
-        out += _varint(r.mode)
+        out += b"\x00" if r.upper == INFINITY else encode_varint(len(r.upper)) + r.upper
+        out += encode_varint(r.mode)
         if r.mode == FINGERPRINT:
             out += r.fingerprint
         elif r.mode == IDLIST:
-            out += _varint(len(r.ids))
+            out += encode_varint(len(r.ids))
             out += b"".join(r.ids)
     return bytes(out)
 
@@ -127,7 +131,7 @@ def decode_message(data: bytes) -> list[Range]:
     """Bytes -> ranges, or MalformedError. Bounds must rise and end at INFINITY."""
     if len(data) > MAX_MESSAGE_BYTES:
         raise MalformedError(f"reconciliation message over {MAX_MESSAGE_BYTES} bytes")
-    reader = _Reader(data)
+    reader = Reader(data)
     if not data or reader.take(1)[0] != VERSION:
         raise MalformedError("unknown reconciliation message version")
     ranges: list[Range] = []
@@ -183,7 +187,7 @@ class ItemSet:
 
     def fingerprint(self, lo: int, hi: int) -> bytes:
         total = (self._sums[hi] - self._sums[lo]) % _MOD
-        digest = blake3.blake3(total.to_bytes(32, "little") + _varint(hi - lo)).digest()
+        digest = blake3.blake3(total.to_bytes(32, "little") + encode_varint(hi - lo)).digest()
         return digest[:FINGERPRINT_BYTES]
 
     def bound_between(self, i: int) -> bytes:

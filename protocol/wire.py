@@ -1,0 +1,79 @@
+"""Bodies of the HTTP sync API (docs/protocol.md#http-api). Pure framing.
+
+* reconcile request: ``varint(k) || k entity keys (32 bytes each) || message``
+  — the scope (which entities' events are reconciled) and one reconciliation
+  message (dizzy.protocol.reconcile);
+* id lists: concatenated 32-byte event ids;
+* event streams: canonical events, one per line (``\\n`` after each).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from dizzy.protocol.errors import MalformedError, OversizeError
+from dizzy.protocol.event import MAX_EVENT_BYTES
+from dizzy.protocol.reconcile import MAX_MESSAGE_BYTES, Reader, encode_varint
+
+__all__ = [
+    "MAX_IDS_PER_REQUEST",
+    "MAX_PUSH_BYTES",
+    "MAX_PUSH_EVENTS",
+    "MAX_SCOPE",
+    "decode_events",
+    "decode_ids",
+    "decode_reconcile",
+    "encode_events",
+    "encode_ids",
+    "encode_reconcile",
+]
+
+MAX_SCOPE = 4096
+MAX_IDS_PER_REQUEST = 10_000
+MAX_PUSH_EVENTS = 10_000
+MAX_PUSH_BYTES = 16 * 1024 * 1024
+MAX_RECONCILE_BYTES = 8 + 32 * MAX_SCOPE + MAX_MESSAGE_BYTES
+
+
+def encode_reconcile(scope: Sequence[bytes], message: bytes) -> bytes:
+    return encode_varint(len(scope)) + b"".join(scope) + message
+
+
+def decode_reconcile(body: bytes) -> tuple[list[bytes], bytes]:
+    if len(body) > MAX_RECONCILE_BYTES:
+        raise OversizeError(f"reconcile request over {MAX_RECONCILE_BYTES} bytes")
+    reader = Reader(body)
+    count = reader.varint()
+    if count > MAX_SCOPE:
+        raise OversizeError(f"scope of {count} entities is over the limit of {MAX_SCOPE}")
+    scope = [reader.take(32) for _ in range(count)]
+    return scope, body[reader.pos :]
+
+
+def encode_ids(ids: Iterable[bytes]) -> bytes:
+    return b"".join(ids)
+
+
+def decode_ids(body: bytes, limit: int = MAX_IDS_PER_REQUEST) -> list[bytes]:
+    if len(body) % 32:
+        raise MalformedError("an id list is a whole number of 32-byte ids")
+    if len(body) > 32 * limit:
+        raise OversizeError(f"more than {limit} ids in one request")
+    return [body[i : i + 32] for i in range(0, len(body), 32)]
+
+
+def encode_events(raws: Iterable[bytes]) -> bytes:
+    return b"".join(raw + b"\n" for raw in raws)
+
+
+def decode_events(body: bytes, limit: int = MAX_PUSH_EVENTS) -> list[bytes]:
+    """Split an event stream into raw events (each still to be decoded and verified)."""
+    if body and not body.endswith(b"\n"):
+        raise MalformedError("an event stream ends with a newline")
+    lines = body.split(b"\n")[:-1] if body else []
+    if len(lines) > limit:
+        raise OversizeError(f"more than {limit} events in one request")
+    for line in lines:
+        if len(line) > MAX_EVENT_BYTES:
+            raise OversizeError(f"an event of {len(line)} bytes is over {MAX_EVENT_BYTES}")
+    return lines
