@@ -411,3 +411,7 @@ def proof(peer: LocalPeer, out: Output, entity: str, output: Path, events: tuple
         {"entity": entity, "file": str(output), "events": count},
         f"wrote {count} events to {output}",
     )
+
+
+# The network commands live in their own module; importing it registers them.
+from dizzy.cli import network as _network  # noqa: E402,F401

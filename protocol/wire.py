@@ -4,6 +4,7 @@
   — the scope (which entities' events are reconciled) and one reconciliation
   message (dizzy.protocol.reconcile);
 * id lists: concatenated 32-byte event ids;
+* depth lists: ``depth (8 bytes big-endian) || id`` per event;
 * event streams: canonical events, one per line (``\\n`` after each).
 """
 
@@ -20,9 +21,11 @@ __all__ = [
     "MAX_PUSH_BYTES",
     "MAX_PUSH_EVENTS",
     "MAX_SCOPE",
+    "decode_depths",
     "decode_events",
     "decode_ids",
     "decode_reconcile",
+    "encode_depths",
     "encode_events",
     "encode_ids",
     "encode_reconcile",
@@ -60,6 +63,22 @@ def decode_ids(body: bytes, limit: int = MAX_IDS_PER_REQUEST) -> list[bytes]:
     if len(body) > 32 * limit:
         raise OversizeError(f"more than {limit} ids in one request")
     return [body[i : i + 32] for i in range(0, len(body), 32)]
+
+
+def encode_depths(pairs: Iterable[tuple[int, bytes]]) -> bytes:
+    """(depth, id) pairs as 8-byte big-endian depth || 32-byte id."""
+    return b"".join(depth.to_bytes(8, "big") + key for depth, key in pairs)
+
+
+def decode_depths(body: bytes, limit: int = MAX_IDS_PER_REQUEST) -> list[tuple[int, bytes]]:
+    if len(body) % 40:
+        raise MalformedError("a depth list is a whole number of 40-byte entries")
+    if len(body) > 40 * limit:
+        raise OversizeError(f"more than {limit} entries")
+    return [
+        (int.from_bytes(body[i : i + 8], "big"), body[i + 8 : i + 40])
+        for i in range(0, len(body), 40)
+    ]
 
 
 def encode_events(raws: Iterable[bytes]) -> bytes:

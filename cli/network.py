@@ -1,0 +1,240 @@
+"""Commands that talk to other peers: the daemon, peers, sync, follow, bundles."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import aiohttp
+import click
+
+from dizzy.cli.main import Output, app, common
+from dizzy.peer import LocalPeer
+from dizzy.peer.client import TIMEOUT
+from dizzy.peer.daemon import DEFAULT_INTERVAL_S, serve, sync_and_record
+from dizzy.peer.service import PeerService
+from dizzy.peer.sync import SyncReport
+from dizzy.protocol import UsageError, encode_file, parse_entity, parse_file
+
+
+def _check_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"a peer URL starts with http:// or https://, got {url!r}")
+    return url.rstrip("/")
+
+
+@app.group("peer")
+def peer_group() -> None:
+    """Run the peer daemon and manage the peers it syncs with."""
+
+
+@peer_group.command("run")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=7777, show_default=True, help="Port to listen on (0: any).")
+@click.option("--relay", is_flag=True, help="Accept every entity offered that verifies.")
+@click.option(
+    "--interval",
+    default=DEFAULT_INTERVAL_S,
+    show_default=True,
+    help="Seconds between gossip rounds with known peers.",
+)
+@common
+def peer_run(
+    peer: LocalPeer, out: Output, host: str, port: int, relay: bool, interval: float
+) -> None:
+    """Serve this home's log over HTTP and gossip with known peers.
+
+    Logs each sync (peer, events in and out, rejections) to stderr. Stops
+    cleanly on Ctrl-C or SIGTERM; a restart resumes where it stopped.
+
+    \b
+    Example:
+      dizzy peer run --port 7777
+    """
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    peer.store  # noqa: B018 - open (and create) the log before listening
+
+    def ready(url: str) -> None:
+        out.emit({"listening": url}, f"dizzy peer listening on {url}")
+
+    asyncio.run(serve(peer, host=host, port=port, relay=relay, interval=interval, on_ready=ready))
+
+
+@peer_group.command("add")
+@click.argument("url")
+@common
+def peer_add(peer: LocalPeer, out: Output, url: str) -> None:
+    """Remember a peer to sync with.
+
+    \b
+    Example:
+      dizzy peer add http://192.168.1.20:7777
+    """
+    added = peer.store.add_peer(_check_url(url))
+    out.emit({"url": url, "added": added}, f"{'added' if added else 'already known'}: {url}")
+
+
+@peer_group.command("remove")
+@click.argument("url")
+@common
+def peer_remove(peer: LocalPeer, out: Output, url: str) -> None:
+    """Forget a peer.
+
+    \b
+    Example:
+      dizzy peer remove http://192.168.1.20:7777
+    """
+    if not peer.store.remove_peer(url.rstrip("/")):
+        raise UsageError(f"no peer {url}")
+    out.emit({"url": url, "removed": True}, f"removed: {url}")
+
+
+@peer_group.command("list")
+@common
+def peer_list(peer: LocalPeer, out: Output) -> None:
+    """List known peers with their sync history.
+
+    \b
+    Example:
+      dizzy peer list --json
+    """
+    peers = peer.store.peers()
+    lines = [f"{'URL':<36}{'IN':>8}{'OUT':>8}{'REJECTED':>10}{'FAILURES':>10}  LAST ERROR"]
+    for p in peers:
+        lines.append(
+            f"{p['url']:<36}{p['received']:>8}{p['sent']:>8}{p['rejected']:>10}"
+            f"{p['failures']:>10}  {p['last_error'] or ''}"
+        )
+    out.emit(peers, lines if peers else "no peers yet: dizzy peer add URL")
+
+
+def _sync_text(report: SyncReport) -> str:
+    text = (
+        f"{report.url}: received {report.received}, sent {report.sent},"
+        f" rejected {report.rejected}, {report.round_trips} requests,"
+        f" {report.bytes_sent + report.bytes_received} bytes, {report.seconds}s"
+    )
+    if report.pending:
+        text += f", {report.pending} waiting for ancestors"
+    return text
+
+
+@app.command()
+@click.argument("url", required=False)
+@common
+def sync(peer: LocalPeer, out: Output, url: str | None) -> None:
+    """Sync now with every known peer, or with URL only.
+
+    Reconciles the followed entities' events both ways and prints what moved.
+    Safe to run while a daemon uses the same home.
+
+    \b
+    Examples:
+      dizzy sync
+      dizzy sync http://192.168.1.20:7777 --json
+    """
+    urls = [_check_url(url)] if url else [p["url"] for p in peer.store.peers()]
+    if not urls:
+        raise UsageError("no peers known: give a URL or run 'dizzy peer add URL'")
+    reports, failed = asyncio.run(_sync_all(peer, urls))
+    texts = [_sync_text(r) for r in reports] + [f"{u}: FAILED {why}" for u, why in failed]
+    out.emit(
+        {"synced": [r.to_json() for r in reports], "failed": dict(failed)},
+        texts,
+    )
+    if failed:
+        raise SystemExit(1)
+
+
+async def _sync_all(
+    peer: LocalPeer, urls: list[str]
+) -> tuple[list[SyncReport], list[tuple[str, str]]]:
+    service = PeerService(peer)
+    reports, failed = [], []
+    try:
+        async with aiohttp.ClientSession(timeout=TIMEOUT, auto_decompress=False) as session:
+            for url in urls:
+                outcome = await sync_and_record(service, url, session, DEFAULT_INTERVAL_S)
+                if isinstance(outcome, str):
+                    failed.append((url, outcome))
+                else:
+                    reports.append(outcome)
+    finally:
+        service.close()
+    return reports, failed
+
+
+@app.command()
+@click.argument("entity")
+@common
+def follow(peer: LocalPeer, out: Output, entity: str) -> None:
+    """Replicate ENTITY from now on (its events come with the next sync).
+
+    \b
+    Example:
+      dizzy follow en_… && dizzy sync
+    """
+    parse_entity(entity)
+    new = peer.store.follow(entity)
+    out.emit(
+        {"entity": entity, "new": new}, f"{'following' if new else 'already following'} {entity}"
+    )
+
+
+@app.group()
+def bundle() -> None:
+    """Move events between peers as a file, with no network."""
+
+
+@bundle.command("export")
+@click.argument("entities", nargs=-1)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@common
+def bundle_export(peer: LocalPeer, out: Output, entities: tuple[str, ...], output: Path) -> None:
+    """Write the events of ENTITIES (default: all held) to a bundle file.
+
+    \b
+    Example:
+      dizzy bundle export en_… -o survey.dzb
+    """
+    chosen = list(entities) or [e.id for e in peer.store.entities()]
+    events = [e for entity in chosen for e in peer.log(entity)]
+    tmp = output.with_name(f".{output.name}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.writelines(encode_file("bundle", {"events": len(events)}, events))
+    tmp.replace(output)
+    out.emit(
+        {"file": str(output), "entities": len(chosen), "events": len(events)},
+        f"wrote {len(events)} events of {len(chosen)} entities to {output}",
+    )
+
+
+@bundle.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@common
+def bundle_import(peer: LocalPeer, out: Output, file: Path) -> None:
+    """Verify and store the events of a bundle file; follow its entities.
+
+    Every event is checked exactly as if it came from the network; importing
+    the same bundle twice changes nothing.
+
+    \b
+    Example:
+      dizzy bundle import survey.dzb
+    """
+    _, items = parse_file(file.read_bytes(), "bundle")
+    raws = [raw for _, raw in items]
+    report = peer.ingest(raws, source=f"bundle:{file.name}")
+    for entity in sorted(report.entities):
+        peer.store.follow(entity)
+    summary = report.to_json()
+    out.emit(
+        summary,
+        f"added {summary['added']}, already had {summary['duplicates']},"
+        f" waiting {summary['pending']}, rejected {len(summary['rejected'])}",
+    )
+    if report.rejected:
+        raise SystemExit(1)

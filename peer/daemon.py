@@ -1,0 +1,136 @@
+"""``dizzy peer run``: serve the /v1 API and gossip with known peers.
+
+Gossip: every ``interval`` seconds (with ±25 % jitter, so peers started
+together drift apart) each known peer whose back-off has passed is synced
+both ways. A failure doubles that peer's back-off, up to ``MAX_BACKOFF_S``;
+a success resets it. State (peers, back-off, counts) is in the log, so a
+restarted daemon resumes where it stopped. SIGINT/SIGTERM stop it cleanly:
+in-flight requests finish, the log is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import time
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp import web
+
+from dizzy.peer.client import TIMEOUT, Client
+from dizzy.peer.local import LocalPeer
+from dizzy.peer.server import make_app
+from dizzy.peer.service import PeerService
+from dizzy.peer.sync import SyncReport, sync_with
+from dizzy.protocol import DizzyError
+
+__all__ = ["DEFAULT_INTERVAL_S", "MAX_BACKOFF_S", "gossip_round", "serve"]
+
+log = logging.getLogger("dizzy.peer")
+DEFAULT_INTERVAL_S = 30.0
+MAX_BACKOFF_S = 3600.0
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def log_sync(report: SyncReport) -> None:
+    log.info(
+        "sync %s: in %d, out %d, rejected %d%s, %d requests, %.2fs",
+        report.url,
+        report.received,
+        report.sent,
+        report.rejected,
+        f" {report.reasons}" if report.reasons else "",
+        report.round_trips,
+        report.seconds,
+    )
+
+
+async def sync_and_record(
+    service: PeerService, url: str, session: aiohttp.ClientSession, interval: float
+) -> SyncReport | str:
+    """Sync with ``url``, record the outcome (and back-off); the report or why it failed."""
+    store = service.peer.store
+    try:
+        report = await sync_with(service, Client(url, session=session))
+    except DizzyError as exc:
+        error = str(exc)
+        peers = {p["url"]: p for p in await service.run(store.peers)}
+        failures = peers.get(url, {}).get("failures", 0) + 1
+        backoff = min(interval * 2**failures, MAX_BACKOFF_S)
+        next_try = _now_ms() + int(backoff * 1000)
+        await service.run(lambda: store.record_sync(url, error=error, next_try=next_try))
+        log.warning("sync %s failed (%s); next try in %.0fs", url, error, backoff)
+        return error
+    await service.run(
+        lambda: store.record_sync(
+            url,
+            error=None,
+            next_try=0,
+            sent=report.sent,
+            received=report.received,
+            rejected=report.rejected,
+        )
+    )
+    log_sync(report)
+    return report
+
+
+async def gossip_round(
+    service: PeerService, session: aiohttp.ClientSession, interval: float
+) -> None:
+    now = _now_ms()
+    for peer in await service.run(service.peer.store.peers):
+        if peer["next_try"] <= now:
+            await sync_and_record(service, peer["url"], session, interval)
+
+
+async def serve(
+    peer: LocalPeer,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7777,
+    relay: bool = False,
+    interval: float = DEFAULT_INTERVAL_S,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    service = PeerService(peer, relay=relay)
+    runner = web.AppRunner(make_app(service), access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, shutdown_timeout=5)
+    await site.start()
+    server = site._server
+    bound = server.sockets[0].getsockname()[1] if server is not None else port  # type: ignore[attr-defined]
+    url = f"http://{host}:{bound}"
+    log.info("listening on %s (%s)", url, "relay" if relay else "follows only")
+    if on_ready is not None:
+        on_ready(url)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def gossip() -> None:
+        async with aiohttp.ClientSession(timeout=TIMEOUT, auto_decompress=False) as session:
+            while not stop.is_set():
+                await gossip_round(service, session, interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval * random.uniform(0.75, 1.25))
+
+    task = asyncio.create_task(gossip())
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await runner.cleanup()
+        service.close()

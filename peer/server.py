@@ -1,0 +1,161 @@
+"""The /v1 HTTP API of a peer (docs/protocol.md#http-api). Thin plumbing
+around PeerService: limits and error mapping live here, rules do not."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from importlib.metadata import version
+
+from aiohttp import web
+
+from dizzy.peer.service import PeerService
+from dizzy.protocol import MAX_EVENT_BYTES, OversizeError, RemoteError, entity_id
+from dizzy.protocol.reconcile import FRAME_LIMIT, Reconciler
+from dizzy.protocol.wire import (
+    MAX_IDS_PER_REQUEST,
+    MAX_PUSH_BYTES,
+    MAX_PUSH_EVENTS,
+    MAX_RECONCILE_BYTES,
+    MAX_SCOPE,
+    decode_events,
+    decode_ids,
+    decode_reconcile,
+    encode_depths,
+    encode_events,
+)
+
+__all__ = ["make_app"]
+
+log = logging.getLogger("dizzy.peer")
+SERVICE = web.AppKey("service", PeerService)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, reason: str, detail: str) -> web.Response:
+    return web.json_response({"error": reason, "detail": detail}, status=status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bad input gets a status and a reason; the server keeps serving."""
+    encoding = request.headers.get("Content-Encoding", "identity").lower()
+    if encoding != "identity":
+        # Refusing compressed bodies outright means no decompression bomb can
+        # grow memory: nothing is ever inflated.
+        return _error(415, "unsupported_encoding", f"Content-Encoding {encoding} not accepted")
+    try:
+        return await handler(request)
+    except OversizeError as exc:
+        return _error(413, exc.reason, str(exc))
+    except RemoteError as exc:
+        return _error(400, exc.reason, str(exc))
+    except web.HTTPRequestEntityTooLarge as exc:
+        return _error(413, "oversize", exc.text or "request body too large")
+
+
+async def _body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise OversizeError(f"request body of {request.content_length} bytes is over {limit}")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise OversizeError(f"request body is over {limit} bytes")
+    return body
+
+
+def _source(request: web.Request) -> str:
+    return f"http:{request.remote or 'unknown'}"
+
+
+async def info(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    agent = await service.run(lambda: _agent_or_none(service))
+    return web.json_response(
+        {
+            "dizzy": version("dizzy"),
+            "protocol": 1,
+            "agent": agent,
+            "relay": service.relay,
+            "limits": {
+                "event_bytes": MAX_EVENT_BYTES,
+                "reconcile_bytes": MAX_RECONCILE_BYTES,
+                "frame_limit": FRAME_LIMIT,
+                "scope_entities": MAX_SCOPE,
+                "ids_per_request": MAX_IDS_PER_REQUEST,
+                "push_events": MAX_PUSH_EVENTS,
+                "push_bytes": MAX_PUSH_BYTES,
+            },
+        }
+    )
+
+
+def _agent_or_none(service: PeerService) -> str | None:
+    try:
+        return service.peer.agent_id
+    except Exception:
+        return None
+
+
+async def entities(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    held = await service.run(service.peer.store.held)
+    return web.json_response({"entities": [entity_id(k) for k in held]})
+
+
+async def reconcile(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    scope, message = decode_reconcile(await _body(request, MAX_RECONCILE_BYTES))
+    items = await service.run(service.item_set, scope)
+    reply = Reconciler(items).receive(message)
+    assert reply is not None  # a responder always answers
+    return web.Response(body=reply, content_type="application/octet-stream")
+
+
+async def get_events(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    ids = decode_ids(await _body(request, 32 * MAX_IDS_PER_REQUEST))
+    raws = await service.run(service.peer.store.raw_events, ids)
+    log.info("sent %d events to %s", len(raws), _source(request))
+    return web.Response(body=encode_events(raws), content_type="application/x-ndjson")
+
+
+async def depths(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    ids = decode_ids(await _body(request, 32 * MAX_IDS_PER_REQUEST))
+    found = await service.run(service.peer.store.depths, ids)
+    return web.Response(body=encode_depths(found), content_type="application/octet-stream")
+
+
+async def push_events(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    raws = decode_events(await _body(request, MAX_PUSH_BYTES))
+    source = _source(request)
+    report = await service.run(service.ingest, raws, source)
+    log.info(
+        "received %d events from %s: %d added, %d rejected, %d not followed",
+        len(raws),
+        source,
+        len(report.added),
+        len(report.rejected),
+        len(report.refused),
+    )
+    if report.rejected:
+        log.warning(
+            "%s sent %d invalid events (first: %s)",
+            source,
+            len(report.rejected),
+            report.rejected[0].reason,
+        )
+    return web.json_response(report.to_json())
+
+
+def make_app(service: PeerService) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=MAX_PUSH_BYTES + 1024)
+    app[SERVICE] = service
+    app.router.add_get("/v1/info", info)
+    app.router.add_get("/v1/entities", entities)
+    app.router.add_post("/v1/reconcile", reconcile)
+    app.router.add_post("/v1/events/get", get_events)
+    app.router.add_post("/v1/events/depths", depths)
+    app.router.add_post("/v1/events", push_events)
+    return app

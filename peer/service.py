@@ -1,0 +1,86 @@
+"""The async face of a LocalPeer, shared by the HTTP server and sync.
+
+SQLite work runs on one dedicated thread (a connection is used by one thread
+at a time); signature checks run on the verification pool. Reconciliation
+item sets are cached per scope until the log changes, so the many rounds of
+one reconciliation read the log once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from dizzy.peer.ingest import Verifier
+from dizzy.peer.local import LocalPeer
+from dizzy.peer.store import IngestReport, Rejection
+from dizzy.protocol import Event, RemoteError, parse_entity
+from dizzy.protocol.reconcile import ItemSet
+
+__all__ = ["PeerService"]
+
+T = TypeVar("T")
+_CACHED_SETS = 8
+
+
+class PeerService:
+    def __init__(self, peer: LocalPeer, *, relay: bool = False) -> None:
+        self.peer = peer
+        self.relay = relay
+        self.verifier = Verifier()
+        self._db = ThreadPoolExecutor(1, thread_name_prefix="dizzy-store")
+        self._sets: OrderedDict[bytes, tuple[int, ItemSet]] = OrderedDict()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the store thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
+
+    def close(self) -> None:
+        self._db.shutdown()
+        self.verifier.close()
+
+    # -- called on the store thread --------------------------------------------------
+
+    def item_set(self, scope: Sequence[bytes]) -> ItemSet:
+        key = hashlib.blake2b(b"".join(sorted(scope)), digest_size=16).digest()
+        seq = self.peer.store.last_seq()
+        cached = self._sets.get(key)
+        if cached is None or cached[0] != seq:
+            cached = (seq, ItemSet(self.peer.store.event_ids(list(scope))))
+            self._sets[key] = cached
+            while len(self._sets) > _CACHED_SETS:
+                self._sets.popitem(last=False)
+        self._sets.move_to_end(key)
+        return cached[1]
+
+    def scope(self, extra: Sequence[bytes] = ()) -> list[bytes]:
+        """What to reconcile: followed entities, plus all held ones (and ``extra``) as a relay."""
+        store = self.peer.store
+        chosen = set(store.followed())
+        if self.relay:
+            chosen.update(store.held())
+            chosen.update(extra)
+        return sorted(chosen)
+
+    def ingest(self, raws: Sequence[bytes], source: str) -> IngestReport:
+        """Verify ``raws`` on the pool and store what is valid and wanted."""
+        results = self.verifier.decode_many(raws)
+        store = self.peer.store
+        wanted = None if self.relay else set(store.followed())
+        events: list[Event] = []
+        failures: list[tuple[bytes, RemoteError]] = []
+        refused: list[Rejection] = []
+        for raw, result in zip(raws, results, strict=True):
+            if isinstance(result, RemoteError):
+                failures.append((raw, result))
+            elif wanted is not None and parse_entity(result.entity) not in wanted:
+                refused.append(Rejection(result.event_id, "not_followed", "entity not followed"))
+            else:
+                events.append(result)
+        report = store.ingest(events, source=source, failures=failures)
+        report.refused += refused
+        return report

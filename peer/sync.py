@@ -1,0 +1,100 @@
+"""One sync with one peer: reconcile, fetch what is missing, push what it lacks.
+
+    1. GET  /v1/info                      same protocol?
+    2. POST /v1/reconcile   (rounds)      which ids differ, within the scope
+    3. POST /v1/events/depths             only if many are missing: order them
+    4. POST /v1/events/get  (batches)     fetch, parents first; verify; store
+    5. POST /v1/events      (batches)     push what the peer lacks
+
+Everything fetched is verified before it is stored; a bad event from the peer
+is recorded against it and the rest of the sync goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from dizzy.peer.client import Client
+from dizzy.peer.service import PeerService
+from dizzy.peer.store import IngestReport
+from dizzy.protocol import parse_entity
+from dizzy.protocol.reconcile import Reconciler
+from dizzy.protocol.wire import MAX_IDS_PER_REQUEST, MAX_SCOPE
+
+__all__ = ["FETCH_BATCH", "SyncReport", "sync_with"]
+
+FETCH_BATCH = 5000
+
+
+@dataclass(slots=True)
+class SyncReport:
+    url: str
+    received: int = 0
+    pending: int = 0
+    rejected: int = 0
+    sent: int = 0
+    peer_rejected: int = 0
+    round_trips: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    seconds: float = 0.0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def sync_with(service: PeerService, client: Client) -> SyncReport:
+    started = time.monotonic()
+    report = SyncReport(client.url)
+    await client.info()
+    extra: list[bytes] = []
+    if service.relay:
+        extra = [parse_entity(e) for e in await client.entities()]
+    scope = await service.run(service.scope, extra)
+    for start in range(0, max(len(scope), 1), MAX_SCOPE):
+        chunk = scope[start : start + MAX_SCOPE]
+        if chunk:
+            await _sync_scope(service, client, chunk, report)
+    report.round_trips = client.requests
+    report.bytes_sent, report.bytes_received = client.bytes_sent, client.bytes_received
+    report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+async def _sync_scope(
+    service: PeerService, client: Client, scope: list[bytes], report: SyncReport
+) -> None:
+    items = await service.run(service.item_set, scope)
+    session = Reconciler(items, initiator=True)
+    message: bytes | None = session.initiate()
+    while message is not None:
+        message = session.receive(await client.reconcile(scope, message))
+
+    need = session.need
+    if len(need) > FETCH_BATCH:
+        # Fetch parents before children, so nothing waits in the pending area.
+        ordered: list[tuple[int, bytes]] = []
+        for start in range(0, len(need), MAX_IDS_PER_REQUEST):
+            ordered += await client.depths(need[start : start + MAX_IDS_PER_REQUEST])
+        need = [key for _, key in sorted(ordered)]
+    for start in range(0, len(need), FETCH_BATCH):
+        raws = await client.get_events(need[start : start + FETCH_BATCH])
+        _count(report, await service.run(service.ingest, raws, client.url))
+
+    have = session.have
+    for start in range(0, len(have), FETCH_BATCH):
+        raws = await service.run(service.peer.store.raw_events, have[start : start + FETCH_BATCH])
+        answer = await client.push(raws)
+        report.sent += int(answer.get("added", 0))
+        report.peer_rejected += len(answer.get("rejected", []))
+
+
+def _count(report: SyncReport, ingest: IngestReport) -> None:
+    report.received += len(ingest.added)
+    report.pending += len(ingest.pending)
+    report.rejected += len(ingest.rejected)
+    for r in ingest.rejected:
+        report.reasons[r.reason] = report.reasons.get(r.reason, 0) + 1
