@@ -61,6 +61,29 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Put the database in WAL mode, waiting for other connections as long as the busy timeout.
+
+    Switching a new file to WAL needs an exclusive lock, and SQLite answers
+    SQLITE_BUSY at once, without calling the busy handler, when another
+    connection holds a lock at that moment: processes opening a new home
+    together (the daemon and a CLI command) would otherwise fail with
+    "database is locked". Once the file is in WAL mode it stays so, and the
+    pragma takes no exclusive lock.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.001
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, 0.05)
+
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
     event_id: str | None
@@ -75,6 +98,8 @@ class IngestReport:
     pending: list[str] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     equivocated: list[str] = field(default_factory=list)
+    refused: list[Rejection] = field(default_factory=list)  # valid, but not wanted here
+    entities: set[str] = field(default_factory=set)  # of the events added
 
     def merge(self, other: IngestReport) -> None:
         self.added += other.added
@@ -82,6 +107,8 @@ class IngestReport:
         self.pending += other.pending
         self.rejected += other.rejected
         self.equivocated += other.equivocated
+        self.refused += other.refused
+        self.entities |= other.entities
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -92,6 +119,7 @@ class IngestReport:
                 {"id": r.event_id, "reason": r.reason, "detail": r.detail} for r in self.rejected
             ],
             "equivocated": self.equivocated,
+            "refused": len(self.refused),
         }
 
 
@@ -131,10 +159,14 @@ class Store:
             self._db = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            migrate(self._db)
+            try:
+                _use_wal(self._db)
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+                migrate(self._db)
+            except BaseException:
+                self._db.close()
+                raise
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the event log {self.path}: {exc}") from exc
 
@@ -441,6 +473,16 @@ class Store:
         rows.sort()
         return [raw for _, _, raw in rows]
 
+    def depths(self, ids: Sequence[bytes]) -> list[tuple[int, bytes]]:
+        """(depth, id) of the events among ``ids`` that are here."""
+        found: list[tuple[int, bytes]] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            found += self._read(
+                f"SELECT depth, id FROM events WHERE id IN ({','.join('?' * len(chunk))})", chunk
+            )
+        return found
+
     def add_peer(self, url: str) -> bool:
         with self._write() as db:
             cursor = db.execute(
@@ -468,10 +510,9 @@ class Store:
         received: int = 0,
         rejected: int = 0,
     ) -> None:
-        """Remember how a sync with ``url`` went (the peer row is created if new)."""
+        """Remember how a sync with a known peer went (a URL not added is not kept)."""
         now = self._now()
         with self._write() as db:
-            db.execute("INSERT OR IGNORE INTO peers (url, added) VALUES (?, ?)", (url, now))
             if error is None:
                 db.execute(
                     "UPDATE peers SET last_sync=?, last_error=NULL, failures=0, next_try=?,"
@@ -609,6 +650,7 @@ class _Judge:
         self.depths[event.id] = (entity, event.depth)
         self.heads_new.add((entity, event.id))
         self.report.added.append(event.event_id)
+        self.report.entities.add(event.entity)
 
     def _creator(self, entity: bytes) -> str | None:
         if entity not in self.creators:
