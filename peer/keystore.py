@@ -79,7 +79,8 @@ def load_identity(path: Path, passphrase: str | None = None) -> Keypair:
             seed = b32decode(doc["seed"], 32)
     except nacl.exceptions.CryptoError:
         raise KeystoreError("wrong passphrase for the agent key") from None
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, InvalidIdError) as exc:
+        # InvalidIdError: a damaged base32 field (seed, salt or sealed box).
         raise KeystoreError(f"corrupt agent key file {path}: {exc}") from None
     pair = Keypair.from_seed(seed)
     if pair.agent_id != claimed:
