@@ -1,0 +1,133 @@
+"""Named, transactional schema migrations (dizzy.peer.migrations), on real files."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ is no package
+
+from helpers import release, spawn_script, wait_ready
+
+import dizzy.peer.migrations as migrations
+from dizzy.peer import Store
+from dizzy.protocol import StoreError
+
+NAMES = [name for name, _ in migrations.MIGRATIONS]
+# The tables of 0001_event_log; later migrations add more.
+TABLES = {
+    "_migrations",
+    "entities",
+    "events",
+    "heads",
+    "pending",
+    "pending_needs",
+    "rejections",
+    "equivocations",
+}
+
+
+def applied(path: Path) -> list[tuple[str, int]]:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT name, applied FROM _migrations ORDER BY name").fetchall()
+
+
+def tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    return {r[0] for r in rows} - {"sqlite_sequence"}
+
+
+def test_a_fresh_database_records_its_migrations(tmp_path: Path) -> None:
+    path = tmp_path / "dizzy.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert migrations.migrate(db) == NAMES
+    finally:
+        db.close()
+    assert NAMES[0] == "0001_event_log"
+    assert [name for name, _ in applied(path)] == NAMES
+    assert tables(path) >= TABLES
+
+
+def test_reopening_applies_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "dizzy.db"
+    Store(path).close()
+    first = applied(path)
+    assert [name for name, _ in first] == NAMES
+    Store(path).close()
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert migrations.migrate(db) == []
+    finally:
+        db.close()
+    assert applied(path) == first
+
+
+def test_a_failing_migration_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "dizzy.db"
+    Store(path).close()
+    landed = migrations.MIGRATIONS
+    broken = (
+        "9999_broken",
+        """
+        CREATE TABLE half_done (x INTEGER);  -- runs, then must be rolled back
+        INSERT INTO no_such_table VALUES (1);
+        """,
+    )
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*landed, broken])
+    with pytest.raises(StoreError, match="no_such_table"):
+        Store(path)
+    assert "half_done" not in tables(path)
+    assert [name for name, _ in applied(path)] == NAMES
+
+    fixed = ("9999_fixed", "CREATE TABLE done (x INTEGER); -- a comment; with a semicolon")
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*landed, fixed])
+    Store(path).close()
+    assert "done" in tables(path)
+    assert [name for name, _ in applied(path)] == [*NAMES, "9999_fixed"]
+
+
+def test_processes_opening_a_fresh_database_at_once_all_succeed(tmp_path: Path) -> None:
+    # Each round: a new file, every process opens it at the same instant.
+    rounds = 12
+    procs = [spawn_script("test_migrations.py", "open") for _ in range(4)]
+    try:
+        wait_ready(procs)
+        for n in range(rounds):
+            path = tmp_path / f"round{n}.db"
+            release(procs, str(path))
+            results = [p.stdout.readline().strip() for p in procs if p.stdout]
+            assert results == ["ok"] * len(procs), (n, results)
+            assert [name for name, _ in applied(path)] == NAMES
+            assert tables(path) >= TABLES
+        release(procs, "")
+        for proc in procs:
+            assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+
+
+def _open_each_path_given() -> None:
+    """Child: for each path on stdin, open a Store there and say "ok" or the error."""
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            return
+        try:
+            Store(line.strip()).close()
+            print("ok", flush=True)
+        except Exception as exc:  # reported to the test, which fails on it
+            print(f"{type(exc).__name__}: {exc}", flush=True)
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["open"]:
+    _open_each_path_given()
