@@ -12,7 +12,7 @@ import click
 from dizzy.cli.main import Output, app, common
 from dizzy.peer import LocalPeer
 from dizzy.peer.client import TIMEOUT
-from dizzy.peer.daemon import DEFAULT_INTERVAL_S, serve, sync_and_record
+from dizzy.peer.daemon import DEFAULT_INTERVAL_S, HEADER_TIMEOUT_S, serve, sync_and_record
 from dizzy.peer.service import PeerService
 from dizzy.peer.sync import SyncReport
 from dizzy.protocol import UsageError, encode_file, parse_entity, parse_file
@@ -39,9 +39,21 @@ def peer_group() -> None:
     show_default=True,
     help="Seconds between gossip rounds with known peers.",
 )
+@click.option(
+    "--header-timeout",
+    default=HEADER_TIMEOUT_S,
+    show_default=True,
+    help="Seconds a client may take to send a request head, or stay idle.",
+)
 @common
 def peer_run(
-    peer: LocalPeer, out: Output, host: str, port: int, relay: bool, interval: float
+    peer: LocalPeer,
+    out: Output,
+    host: str,
+    port: int,
+    relay: bool,
+    interval: float,
+    header_timeout: float,
 ) -> None:
     """Serve this home's log over HTTP and gossip with known peers.
 
@@ -60,7 +72,17 @@ def peer_run(
     def ready(url: str) -> None:
         out.emit({"listening": url}, f"dizzy peer listening on {url}")
 
-    asyncio.run(serve(peer, host=host, port=port, relay=relay, interval=interval, on_ready=ready))
+    asyncio.run(
+        serve(
+            peer,
+            host=host,
+            port=port,
+            relay=relay,
+            interval=interval,
+            on_ready=ready,
+            header_timeout=header_timeout,
+        )
+    )
 
 
 @peer_group.command("add")

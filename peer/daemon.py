@@ -33,6 +33,9 @@ __all__ = ["DEFAULT_INTERVAL_S", "MAX_BACKOFF_S", "gossip_round", "serve"]
 log = logging.getLogger("dizzy.peer")
 DEFAULT_INTERVAL_S = 30.0
 MAX_BACKOFF_S = 3600.0
+# aiohttp closes a connection whose next request head has not fully arrived
+# within its keep-alive timeout: this is the header and idle timeout.
+HEADER_TIMEOUT_S = 15.0
 
 
 def _now_ms() -> int:
@@ -99,9 +102,15 @@ async def serve(
     relay: bool = False,
     interval: float = DEFAULT_INTERVAL_S,
     on_ready: Callable[[str], None] | None = None,
+    header_timeout: float = HEADER_TIMEOUT_S,
 ) -> None:
     service = PeerService(peer, relay=relay)
-    runner = web.AppRunner(make_app(service), access_log=None, handler_cancellation=True)
+    runner = web.AppRunner(
+        make_app(service),
+        access_log=None,
+        handler_cancellation=True,
+        keepalive_timeout=header_timeout,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, shutdown_timeout=5)
     await site.start()

@@ -3,6 +3,7 @@ around PeerService: limits and error mapping live here, rules do not."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version
@@ -28,6 +29,9 @@ from dizzy.protocol.wire import (
 __all__ = ["make_app"]
 
 log = logging.getLogger("dizzy.peer")
+# A body must arrive within this time (16 MiB at 140 KB/s); the request head
+# within the keep-alive timeout set in daemon.py.
+BODY_TIMEOUT_S = 120.0
 SERVICE = web.AppKey("service", PeerService)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -57,7 +61,11 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def _body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise OversizeError(f"request body of {request.content_length} bytes is over {limit}")
-    body = await request.content.read(limit + 1)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            body = await request.content.read(limit + 1)
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text="request body too slow") from None
     if len(body) > limit:
         raise OversizeError(f"request body is over {limit} bytes")
     return body
