@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 HOME_DIR ?=
+HOME_FLAG := $(if $(HOME_DIR),--home $(HOME_DIR))
 
 .PHONY: run test lint typecheck pytest bench demo clean
 
@@ -14,8 +15,12 @@ $(BIN)/.installed: pyproject.toml protocol peer cli
 	$(BIN)/python -m pip install -q -e '.[test,bench]' --config-settings editable_mode=strict
 	touch $@
 
-# Until the daemon lands (issue 3), `make run` runs the tour of the CLI.
-run: demo
+# The local peer daemon on the embedded SQLite log (creating the identity the
+# first time). HOME_DIR=... picks a home; PORT=... a port.
+PORT ?= 7777
+run: $(BIN)/.installed
+	$(BIN)/dizzy id $(HOME_FLAG) >/dev/null 2>&1 || $(BIN)/dizzy init $(HOME_FLAG)
+	$(BIN)/dizzy peer run $(HOME_FLAG) --port $(PORT)
 
 demo: $(BIN)/.installed
 	PATH="$(abspath $(BIN)):$$PATH" bash docs/tour.sh
