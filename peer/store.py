@@ -16,9 +16,10 @@ same transaction, as soon as the last of them arrives.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import sqlite3
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -317,17 +318,19 @@ class Store:
         with self._write() as db:
             known = self._existing(db, list(unique))
             report.duplicates = len(events) - len(unique) + len(known)
-            queue = deque(
-                sorted(
-                    (e for i, e in unique.items() if i not in known),
-                    key=lambda e: (e.depth, e.id),
-                )
-            )
+            # One queue in (depth, id) order for the batch and for what it releases
+            # from pending: a released event is judged before the batch's deeper
+            # events, so its descendants in the batch need not wait in turn.
+            # The counter breaks ties between two copies of one event.
+            tie = itertools.count()
+            queue = [(e.depth, e.id, next(tie), e) for i, e in unique.items() if i not in known]
+            heapq.heapify(queue)
             judge = _Judge(db, source, now, report)
             while queue:
-                event = queue.popleft()
+                event = heapq.heappop(queue)[3]
                 if judge.judge(event):
-                    queue.extend(judge.released_by(event.id))
+                    for released in judge.released_by(event.id):
+                        heapq.heappush(queue, (released.depth, released.id, next(tie), released))
             judge.flush()
             self._insert_rows(db, judge.accepted, now)
             for raw, error in failures:

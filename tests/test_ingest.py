@@ -134,6 +134,20 @@ def test_missing_parents_wait_then_are_released(store: Store) -> None:
     assert ids(store.events(root.entity)) == ids([root, e1, e2, e3])
 
 
+def test_what_a_batch_releases_is_judged_before_the_batch_descendants(store: Store) -> None:
+    root = genesis(ALICE, "release-order")
+    events = chain(ALICE, root, 6)
+    store.ingest([root, events[1]], source="peer")  # events[1] waits for events[0]
+    assert store.pending_count() == 1
+
+    report = store.ingest([events[0], *events[2:]], source="peer")
+    # events[1] comes out of pending before its children in the batch are judged,
+    # so none of them has to wait (nor is reported both waiting and added).
+    assert report.pending == []
+    assert report.added == ids(events)
+    assert store.pending_count() == 0 and store.heads(root.entity) == [events[-1].event_id]
+
+
 def test_events_before_their_genesis_wait_for_it(store: Store) -> None:
     root = genesis(ALICE, "late-genesis")
     events = chain(ALICE, root, 3)
