@@ -8,6 +8,7 @@ always makes the same event, byte for byte, in this process or in a child.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
@@ -16,11 +17,21 @@ from typing import Any
 
 import orjson
 
-from dizzy.protocol import Event, EventBody, Keypair, genesis_body, sign_event
+from dizzy.peer import Store
+from dizzy.protocol import (
+    Event,
+    EventBody,
+    Keypair,
+    entity_id,
+    event_id,
+    genesis_body,
+    sign_event,
+)
 
 __all__ = [
     "TESTS",
     "agent",
+    "assert_consistent",
     "chain",
     "child",
     "entity_key",
@@ -32,6 +43,7 @@ __all__ = [
     "seed",
     "spawn_script",
     "tamper",
+    "tips",
     "wait_ready",
 ]
 
@@ -124,6 +136,65 @@ def tamper(event: Event) -> bytes:
 def forge_author(event: Event, claimed: Keypair) -> bytes:
     """``event`` (signed by someone else) rewritten to claim ``claimed`` as its author."""
     return reshape(event.raw, author=claimed.agent_id)
+
+
+def tips(events: Iterable[Event]) -> dict[str, list[str]]:
+    """Per entity, the events no other event names as a parent: what heads must be."""
+    events = list(events)
+    named = {p for e in events for p in e.parents}
+    out: dict[str, list[str]] = {}
+    for event in events:
+        out.setdefault(event.entity, [])
+        if event.event_id not in named:
+            out[event.entity].append(event.event_id)
+    return {entity: sorted(ids) for entity, ids in out.items()}
+
+
+def assert_consistent(path: Path) -> None:
+    """The invariants of a log, whatever happened to the processes writing it.
+
+    SQLite's own integrity check; heads are exactly the stored events that no
+    stored event of the entity names as a parent; every stored event's parents
+    are stored; the pending area holds only events that still wait for
+    something absent, and says what.
+    """
+    with Store(path) as store:
+        assert store.integrity_check() == "ok"
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT id, entity, raw FROM events").fetchall()
+        heads = db.execute("SELECT entity, id FROM heads").fetchall()
+        orphan_pending = db.execute(
+            "SELECT count(*) FROM pending p"
+            " WHERE NOT EXISTS (SELECT 1 FROM pending_needs n WHERE n.id = p.id)"
+        ).fetchone()[0]
+        orphan_needs = db.execute(
+            "SELECT count(*) FROM pending_needs n"
+            " WHERE NOT EXISTS (SELECT 1 FROM pending p WHERE p.id = n.id)"
+        ).fetchone()[0]
+        needs_met = db.execute(
+            "SELECT count(*) FROM pending_needs n JOIN events e ON e.id = n.need"
+        ).fetchone()[0]
+        pending_stored = db.execute(
+            "SELECT count(*) FROM pending p JOIN events e ON e.id = p.id"
+        ).fetchone()[0]
+    # Parents straight from the stored bytes (what was verified when it came in).
+    parents = {key: orjson.loads(raw)["parents"] for key, _, raw in rows}
+    stored = {event_id(key) for key in parents}
+    named: set[str] = set()
+    for key, names in parents.items():
+        missing = set(names) - stored
+        assert not missing, f"{event_id(key)} is stored without its parents {missing}"
+        named.update(names)
+    expected: dict[str, list[str]] = {}
+    for key, entity, _ in rows:
+        expected.setdefault(entity_id(entity), [])
+        if event_id(key) not in named:
+            expected[entity_id(entity)].append(event_id(key))
+    found: dict[str, list[str]] = {}
+    for entity, head in heads:
+        found.setdefault(entity_id(entity), []).append(event_id(head))
+    assert {k: sorted(v) for k, v in found.items()} == {k: sorted(v) for k, v in expected.items()}
+    assert (orphan_pending, orphan_needs, needs_met, pending_stored) == (0, 0, 0, 0)
 
 
 # -- child processes ---------------------------------------------------------------
