@@ -411,6 +411,15 @@ class Store:
             stack.extend(parse_event(p) for p in event.parents)
         return sorted(seen.values(), key=lambda e: (e.depth, e.id))
 
+    def missing_ancestors(self, limit: int) -> list[bytes]:
+        """Ids that waiting events need and this log lacks (to ask peers for)."""
+        rows = self._read(
+            "SELECT DISTINCT need FROM pending_needs"
+            " WHERE need NOT IN (SELECT id FROM events) LIMIT ?",
+            (limit,),
+        )
+        return [r[0] for r in rows]
+
     def pending_count(self) -> int:
         return int(self._read("SELECT count(*) FROM pending")[0][0])
 

@@ -26,6 +26,7 @@ from dizzy.protocol.wire import MAX_IDS_PER_REQUEST, MAX_SCOPE
 __all__ = ["FETCH_BATCH", "SyncReport", "sync_with"]
 
 FETCH_BATCH = 5000
+MAX_ANCESTOR_ROUNDS = 64  # one DAG level per round at worst, each up to FETCH_BATCH events
 
 
 @dataclass(slots=True)
@@ -83,6 +84,7 @@ async def _sync_scope(
     for start in range(0, len(need), FETCH_BATCH):
         raws = await client.get_events(need[start : start + FETCH_BATCH])
         _count(report, await service.run(service.ingest, raws, client.url))
+    await _fetch_missing_ancestors(service, client, report)
 
     have = session.have
     for start in range(0, len(have), FETCH_BATCH):
@@ -90,6 +92,20 @@ async def _sync_scope(
         answer = await client.push(raws)
         report.sent += int(answer.get("added", 0))
         report.peer_rejected += len(answer.get("rejected", []))
+
+
+async def _fetch_missing_ancestors(
+    service: PeerService, client: Client, report: SyncReport
+) -> None:
+    """Ask the peer for what waiting events still lack, while it has any of it."""
+    for _ in range(MAX_ANCESTOR_ROUNDS):
+        missing = await service.run(service.peer.store.missing_ancestors, FETCH_BATCH)
+        if not missing:
+            return
+        raws = await client.get_events(missing)
+        if not raws:
+            return
+        _count(report, await service.run(service.ingest, raws, client.url))
 
 
 def _count(report: SyncReport, ingest: IngestReport) -> None:
