@@ -359,10 +359,9 @@ class Store:
         return [(event_id(i), raw) for i, raw in rows]
 
     def heads(self, entity: str) -> list[str]:
-        rows = self._read(
-            "SELECT id FROM heads WHERE entity=? ORDER BY id", (parse_entity(entity),)
-        )
-        return [event_id(r[0]) for r in rows]
+        """Current heads, sorted as printable ids (the order parents are listed in)."""
+        rows = self._read("SELECT id FROM heads WHERE entity=?", (parse_entity(entity),))
+        return sorted(event_id(r[0]) for r in rows)
 
     def entity(self, entity: str) -> EntityInfo | None:
         found = self._entities("WHERE n.id = ?", (parse_entity(entity),))

@@ -18,9 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ is no package
-
 from helpers import agent, assert_consistent, child, genesis, spawn_script, tips
 
 from dizzy.peer import LocalPeer, Store, Verifier, ingest_raw

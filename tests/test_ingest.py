@@ -5,19 +5,15 @@ from __future__ import annotations
 import itertools
 import random
 import sqlite3
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import agent, chain, child, forge_author, genesis, reshape, tamper
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ is no package
-
-from helpers import agent, chain, child, forge_author, genesis, reshape, tamper
 
 import dizzy.peer.store as store_module
 from dizzy.peer import Store, Verifier, ingest_raw

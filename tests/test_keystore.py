@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import stat
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ is no package
-
 from helpers import agent, seed
 
 from dizzy.peer import (

@@ -7,9 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ is no package
-
 from helpers import release, spawn_script, wait_ready
 
 import dizzy.peer.migrations as migrations

@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ is no package
-
 from helpers import (
     agent,
     assert_consistent,

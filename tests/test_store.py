@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import random
 import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ is no package
-
 from helpers import agent, chain, child, genesis, seed
 
 import dizzy.peer.store as store_module
