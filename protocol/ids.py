@@ -70,6 +70,8 @@ def b32decode(text: str, size: int) -> bytes:
     chars = -(-size * 8 // 5)
     if len(text) != chars or not _B32_RE.fullmatch(text):
         raise InvalidIdError(f"expected {chars} lowercase base32 characters (a-z, 2-7)")
+    if not text:
+        return b""
     pad = chars * 5 - size * 8
     n = int(text.translate(_TO_INT_DIGITS), 32)
     if n & ((1 << pad) - 1):
