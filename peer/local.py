@@ -121,7 +121,8 @@ class LocalPeer:
     def verify(self, entity: str) -> EntityReport:
         """Re-verify every stored byte of ``entity`` (signatures, ids, links, authors)."""
         self._require(entity)
-        return verify_entity(self.store.raw_items(entity), entity)
+        items = self.store.raw_items(entity) + self.store.equivocations(entity)
+        return verify_entity(items, entity)
 
     def write_proof(self, entity: str, path: Path, events: Iterable[str] | None = None) -> int:
         """Write a self-contained proof: the chosen events (default all) and their past."""

@@ -358,6 +358,14 @@ class Store:
         )
         return [(event_id(i), raw) for i, raw in rows]
 
+    def equivocations(self, entity: str) -> list[tuple[str, bytes]]:
+        """(id, bytes) of the other geneses seen for ``entity``: the evidence."""
+        rows = self._read(
+            "SELECT genesis, raw FROM equivocations WHERE entity=? ORDER BY genesis",
+            (parse_entity(entity),),
+        )
+        return [(event_id(g), raw) for g, raw in rows]
+
     def heads(self, entity: str) -> list[str]:
         """Current heads, sorted as printable ids (the order parents are listed in)."""
         rows = self._read("SELECT id FROM heads WHERE entity=?", (parse_entity(entity),))

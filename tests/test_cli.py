@@ -237,3 +237,23 @@ def test_every_command_has_help_with_an_example(name: str, command: click.Comman
     assert "Example" in text and "dizzy " in text, name
     options = {o for p in command.params for o in getattr(p, "opts", [])}
     assert {"--home", "--json"} <= options, name
+
+
+def test_verify_shows_an_equivocated_entity(home: Path) -> None:
+    from dizzy.protocol import Keypair, genesis_body, sign_event
+
+    with LocalPeer.open(home) as peer:
+        seed = bytes([7]) * 32
+        genesis = peer.store.create_entity(peer.identity, "doc", "one", seed=seed, clock=1)
+        # The entity key signs a second, different genesis: equivocation.
+        other = sign_event(
+            genesis_body(peer.agent_id, genesis.entity, "doc", "two", 2),
+            peer.identity,
+            Keypair.from_seed(seed),
+        )
+        report = peer.store.ingest([other], source="test")
+        assert report.equivocated == [genesis.entity] and not report.added
+    result = dizzy(home, "verify", genesis.entity, check=False)
+    assert result.returncode == 1 and "EQUIVOCATED" in result.stdout
+    [listed] = dizzy_json(home, "entity", "list")
+    assert listed["equivocated"] is True
