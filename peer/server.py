@@ -61,14 +61,22 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def _body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise OversizeError(f"request body of {request.content_length} bytes is over {limit}")
+    # StreamReader.read(n) returns what has arrived, up to n bytes: read to the end.
+    chunks: list[bytes] = []
+    size = 0
     try:
         async with asyncio.timeout(BODY_TIMEOUT_S):
-            body = await request.content.read(limit + 1)
+            while size <= limit:
+                chunk = await request.content.read(limit + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
     except TimeoutError:
         raise web.HTTPRequestTimeout(text="request body too slow") from None
-    if len(body) > limit:
+    if size > limit:
         raise OversizeError(f"request body is over {limit} bytes")
-    return body
+    return b"".join(chunks)
 
 
 def _source(request: web.Request) -> str:
