@@ -601,6 +601,7 @@ class _Judge:
         self.db, self.source, self.now, self.report = db, source, now, report
         self.accepted: list[Event] = []
         self.depths: dict[bytes, tuple[bytes, int]] = {}  # accepted here: id -> (entity, depth)
+        self.names: dict[str, bytes] = {}  # accepted here: printable id -> id
         self.creators: dict[bytes, str | None] = {}
         self.heads_gone: set[tuple[bytes, bytes]] = set()
         self.heads_new: set[tuple[bytes, bytes]] = set()
@@ -618,8 +619,11 @@ class _Judge:
             return self._judge_genesis(event, entity)
         parent_depths: dict[str, int] = {}
         missing: list[bytes] = []
+        keys: list[bytes] = []
         for parent in event.parents:
-            key = parse_event(parent)
+            # A parent accepted earlier in this batch is found by its name, unparsed.
+            key = self.names.get(parent) or parse_event(parent)
+            keys.append(key)
             found = (
                 self.depths.get(key)
                 or self.db.execute("SELECT entity, depth FROM events WHERE id=?", (key,)).fetchone()
@@ -641,8 +645,8 @@ class _Judge:
         if why is not None:
             return self._reject(event, entity, "unauthorized", why)
         self._accept(event, entity)
-        for parent in event.parents:
-            self.heads_gone.add((entity, parse_event(parent)))
+        for key in keys:
+            self.heads_gone.add((entity, key))
         return True
 
     def _judge_genesis(self, event: Event, entity: bytes) -> bool:
@@ -668,7 +672,9 @@ class _Judge:
         self.accepted.append(event)
         self.depths[event.id] = (entity, event.depth)
         self.heads_new.add((entity, event.id))
-        self.report.added.append(event.event_id)
+        name = event.event_id
+        self.names[name] = event.id
+        self.report.added.append(name)
         self.report.entities.add(event.entity)
 
     def _creator(self, entity: bytes) -> str | None:
