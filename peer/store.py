@@ -644,7 +644,7 @@ class _Judge:
         why = check_author(creator, event.body)
         if why is not None:
             return self._reject(event, entity, "unauthorized", why)
-        self._accept(event, entity)
+        self._accept(event, entity, keys)
         for key in keys:
             self.heads_gone.add((entity, key))
         return True
@@ -665,10 +665,14 @@ class _Judge:
         self._accept(event, entity)
         return True
 
-    def _accept(self, event: Event, entity: bytes) -> None:
+    def _accept(self, event: Event, entity: bytes, parents: Sequence[bytes] = ()) -> None:
         if self.has_pending:
             self.db.execute("DELETE FROM pending WHERE id=?", (event.id,))
-            self.db.execute("DELETE FROM pending_needs WHERE id=?", (event.id,))
+            # What it may have waited for are its parents: delete by primary key
+            # (pending_needs is keyed by need first; a scan per event is quadratic).
+            self.db.executemany(
+                "DELETE FROM pending_needs WHERE need=? AND id=?", [(p, event.id) for p in parents]
+            )
         self.accepted.append(event)
         self.depths[event.id] = (entity, event.depth)
         self.heads_new.add((entity, event.id))
@@ -719,12 +723,21 @@ class _Judge:
         self.db.execute("DELETE FROM pending_needs WHERE need=?", (accepted,))
         released = []
         for key in waiting:
-            if self.db.execute("SELECT 1 FROM pending_needs WHERE id=?", (key,)).fetchone():
-                continue
             row = self.db.execute("SELECT raw FROM pending WHERE id=?", (key,)).fetchone()
+            if row is None:
+                continue
+            event = decode_event(row[0], verify=False)  # verified when it arrived
+            # Does it still wait for another parent? Asked by primary key, parent by
+            # parent: pending_needs is keyed by need first, a scan would be quadratic.
+            if any(
+                self.db.execute(
+                    "SELECT 1 FROM pending_needs WHERE need=? AND id=?", (parse_event(p), key)
+                ).fetchone()
+                for p in event.parents
+            ):
+                continue
             self.db.execute("DELETE FROM pending WHERE id=?", (key,))
-            if row is not None:  # verified when it arrived
-                released.append(decode_event(row[0], verify=False))
+            released.append(event)
         return released
 
     def flush(self) -> None:
