@@ -68,7 +68,17 @@ class PeerService:
 
     def ingest(self, raws: Sequence[bytes], source: str) -> IngestReport:
         """Verify ``raws`` on the pool and store what is valid and wanted."""
-        results = self.verifier.decode_many(raws)
+        return self.store_verified(raws, self.verifier.decode_many(raws), source)
+
+    async def verify(self, raws: Sequence[bytes]) -> list[Event | RemoteError]:
+        """Decode and verify ``raws`` on the pool, without holding up the event loop."""
+        parts = await asyncio.gather(*map(asyncio.wrap_future, self.verifier.submit(raws)))
+        return [r for part in parts for r in part]
+
+    def store_verified(
+        self, raws: Sequence[bytes], results: Sequence[Event | RemoteError], source: str
+    ) -> IngestReport:
+        """Store what is valid and wanted of ``raws``, given the results of ``verify``."""
         store = self.peer.store
         wanted = None if self.relay else set(store.followed())
         events: list[Event] = []

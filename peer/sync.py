@@ -12,20 +12,24 @@ is recorded against it and the rest of the sync goes on.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from typing import Any
 
 from dizzy.peer.client import Client
 from dizzy.peer.service import PeerService
 from dizzy.peer.store import IngestReport
-from dizzy.protocol import parse_entity
+from dizzy.protocol import Event, RemoteError, parse_entity
 from dizzy.protocol.reconcile import Reconciler
 from dizzy.protocol.wire import MAX_IDS_PER_REQUEST, MAX_SCOPE
 
 __all__ = ["FETCH_BATCH", "SyncReport", "sync_with"]
 
 FETCH_BATCH = 5000
+Verified = tuple[list[bytes], list[Event | RemoteError]]
 MAX_ANCESTOR_ROUNDS = 64  # one DAG level per round at worst, each up to FETCH_BATCH events
 
 
@@ -81,9 +85,7 @@ async def _sync_scope(
         for start in range(0, len(need), MAX_IDS_PER_REQUEST):
             ordered += await client.depths(need[start : start + MAX_IDS_PER_REQUEST])
         need = [key for _, key in sorted(ordered)]
-    for start in range(0, len(need), FETCH_BATCH):
-        raws = await client.get_events(need[start : start + FETCH_BATCH])
-        _count(report, await service.run(service.ingest, raws, client.url))
+    await _fetch(service, client, need, report)
     await _fetch_missing_ancestors(service, client, report)
 
     have = session.have
@@ -92,6 +94,48 @@ async def _sync_scope(
         answer = await client.push(raws)
         report.sent += int(answer.get("added", 0))
         report.peer_rejected += len(answer.get("rejected", []))
+
+
+async def _fetch(
+    service: PeerService, client: Client, need: list[bytes], report: SyncReport
+) -> None:
+    """Fetch, verify and store ``need`` in order, in batches of FETCH_BATCH.
+
+    A pipeline of three stages: while batch k is stored (store thread), batch
+    k+1 is verified (pool) and batch k+2 is on its way (network and peer), so
+    the cores stay busy and nothing waits for the network.
+    """
+
+    async def verify_after(fetch: asyncio.Task[list[bytes]]) -> Verified:
+        raws = await fetch
+        return raws, await service.verify(raws)
+
+    batches = (need[start : start + FETCH_BATCH] for start in range(0, len(need), FETCH_BATCH))
+    fetches = deque(asyncio.create_task(client.get_events(b)) for b in islice(batches, 1))
+    tasks: list[asyncio.Task[Any]] = []
+
+    def next_stage() -> asyncio.Task[Verified] | None:
+        """Start verifying the next fetched batch, and fetching the one after it."""
+        if not fetches:
+            return None
+        fetch = fetches.popleft()
+        following = next(batches, None)
+        if following is not None:
+            fetches.append(asyncio.create_task(client.get_events(following)))
+        verifying = asyncio.create_task(verify_after(fetch))
+        tasks[:] = [verifying, fetch, *fetches]
+        return verifying
+
+    current = next_stage()
+    try:
+        while current is not None:
+            raws, results = await current
+            current = next_stage()
+            _count(report, await service.run(service.store_verified, raws, results, client.url))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _fetch_missing_ancestors(
