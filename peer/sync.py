@@ -3,8 +3,8 @@
     1. GET  /v1/info                      same protocol?
     2. POST /v1/reconcile   (rounds)      which ids differ, within the scope
     3. POST /v1/events/depths             only if many are missing: order them
-    4. POST /v1/events/get  (batches)     fetch, parents first; verify; store
-    5. POST /v1/events      (batches)     push what the peer lacks
+    4. POST /v1/events/get  (batches)     fetch, parents first; verify; store (pipelined)
+    5. POST /v1/events      (batches)     push what the peer lacks, parents first
 
 Everything fetched is verified before it is stored; a bad event from the peer
 is recorded against it and the rest of the sync goes on.
@@ -89,6 +89,9 @@ async def _sync_scope(
     await _fetch_missing_ancestors(service, client, report)
 
     have = session.have
+    if len(have) > FETCH_BATCH:
+        # Parents before children here too, so nothing waits in the peer's pending area.
+        have = [key for _, key in sorted(await service.run(service.peer.store.depths, have))]
     for start in range(0, len(have), FETCH_BATCH):
         raws = await service.run(service.peer.store.raw_events, have[start : start + FETCH_BATCH])
         answer = await client.push(raws)
