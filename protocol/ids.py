@@ -96,14 +96,22 @@ def _parse_point(text: str, prefix: str, what: str) -> bytes:
     return key
 
 
+def _checked_point(text: str, prefix: str, what: str) -> bytes:
+    # Decoded JSON can put a list or an object where an id belongs: refuse it
+    # before the cache, which would raise TypeError on an unhashable value.
+    if type(text) is not str:
+        raise InvalidIdError(f"{what} id must be a string, got {type(text).__name__}")
+    return _parse_point(text, prefix, what)
+
+
 def parse_agent(text: str) -> bytes:
     """``ag_...`` -> the agent's 32-byte public key (a valid prime-order point)."""
-    return _parse_point(text, AGENT_PREFIX, "agent")
+    return _checked_point(text, AGENT_PREFIX, "agent")
 
 
 def parse_entity(text: str) -> bytes:
     """``en_...`` -> the entity's 32-byte public key (a valid prime-order point)."""
-    return _parse_point(text, ENTITY_PREFIX, "entity")
+    return _checked_point(text, ENTITY_PREFIX, "entity")
 
 
 def parse_event(text: str) -> bytes:
