@@ -51,7 +51,8 @@ def parse_file(data: bytes, kind: str) -> tuple[dict[str, Any], list[tuple[str, 
     header = canonical.decode(lines[0], MAX_HEADER_BYTES)
     if type(header) is not dict or header.get("dizzy") != kind:
         raise MalformedError(f"not a dizzy {kind} file")
-    if header.get("v") != FILE_VERSION:
+    # type() first: JSON true equals 1 to Python, never to dizzy.
+    if type(header.get("v")) is not int or header["v"] != FILE_VERSION:
         raise UnknownVersionError(f"{kind} file version {header.get('v')!r} is not read here")
     items = []
     for number, line in enumerate(lines[1:], start=2):
@@ -62,7 +63,7 @@ def parse_file(data: bytes, kind: str) -> tuple[dict[str, Any], list[tuple[str, 
         except UnicodeDecodeError:
             raise MalformedError(f"line {number}: the id is not ASCII") from None
         items.append((claimed, line[_ID_CHARS + 1 :]))
-    if header.get("events") != len(items):
+    if type(header.get("events")) is not int or header["events"] != len(items):
         # A truncated or padded file is caught even when every line is valid.
         raise MalformedError(
             f"header announces {header.get('events')!r} events, file holds {len(items)}"
