@@ -1,5 +1,7 @@
 """dizzy.peer: everything with I/O — keystore, SQLite log, ingest pipeline."""
 
+import logging
+
 from dizzy.peer.home import Home
 from dizzy.peer.ingest import Verifier, ingest_raw
 from dizzy.peer.keystore import create_identity, is_sealed, load_identity, read_agent_id
@@ -21,3 +23,8 @@ __all__ = [
     "load_identity",
     "read_agent_id",
 ]
+
+# A library logs; the program decides where to. Without a handler of its own,
+# a warning logged where none is configured (`dizzy sync` to a peer that fails)
+# would be printed to stderr by logging's last resort, next to the command's output.
+logging.getLogger("dizzy").addHandler(logging.NullHandler())
