@@ -228,7 +228,9 @@ def sign_event(body: EventBody, author: Keypair, entity_key: Keypair | None = No
     if body.is_genesis != (entity_key is not None):
         raise UsageError("a genesis, and only a genesis, is signed by the entity key")
     doc = body.to_dict()
-    body_bytes = orjson.dumps(doc, option=_SORT)
+    # canonical.encode, not orjson directly: a lone surrogate in the data (which
+    # json.loads makes from "\ud800") is a NonCanonicalError, not a TypeError.
+    body_bytes = canonical.encode(doc)
     digest = blake3.blake3(body_bytes).digest()
     sig = author.sign(EVENT_CONTEXT + digest)
     doc["sig"] = b32encode(sig)
