@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from _table import log, medians
 
 import dizzy.peer.ingest as ingest_module
 from dizzy.peer.client import Client
@@ -284,10 +285,6 @@ def sync_once(a: Path, b: Path) -> dict[str, Any]:
     return result
 
 
-def medians(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    return {key: statistics.median(r[key] for r in rows) for key in rows[0]}
-
-
 def full_copy(
     work: Path, template: Path, entity: str, n: int, runs: int, push: bool
 ) -> dict[str, Any]:
@@ -335,10 +332,6 @@ def small_diff(work: Path, template: Path, entity: str, n: int, runs: int) -> di
         shutil.rmtree(a)
         shutil.rmtree(b)
     return medians(rows)
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def kb(n: float) -> str:

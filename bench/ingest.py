@@ -1,0 +1,425 @@
+"""Append and ingest benchmark: dizzy against bare PyNaCl and the eventsourcing library.
+
+    .venv/bin/python bench/ingest.py [--events N] [--single M] [--crypto K] [--runs R] [--json]
+
+Every run measures each row once, in this order, in one process:
+
+1. Bare PyNaCl (``nacl.bindings``, libsodium): ``crypto_sign`` per second on
+   one thread, ``crypto_sign_open`` per second on one thread and on two
+   threads (PyNaCl releases the GIL), over K distinct messages as long as
+   one event of this benchmark (default K = 20k).
+2. dizzy local append, sign + store into an SQLite file: ``Store.append``,
+   one event per call and per transaction (M events, default 10k), and
+   ``Store.append_many``, BATCH events per call (N events, default 100k);
+   both name the heads they expect, as a writer checking for concurrent
+   appends does.
+3. dizzy ingest: the N + 1 events appended in row 2 (raw bytes read back with
+   ``Store.raw_events``, untimed) decoded, verified and stored into an empty
+   SQLite file by ``ingest_raw`` on a ``Verifier`` pool, BATCH events per
+   transaction: the pipelined path of the daemon.
+4. The eventsourcing library's SQLite recorder (``SQLiteApplicationRecorder``
+   on a file): ``insert_events`` with one ``StoredEvent`` per call (M events),
+   also with ``PRAGMA synchronous=NORMAL`` as dizzy uses (eventsourcing's
+   default is SQLite's FULL: one fsync per transaction), and with BATCH events
+   per call (N events). The events are unsigned: a JSON payload as long as a
+   dizzy event, encoded in the timed loop.
+
+Prints Markdown tables: the median and range of each rate over R runs (default
+3), the target ratios (median over the runs of the ratio measured in each run)
+with PASS or MISS, the peak memory (``ru_maxrss``) and the machine. Progress
+lines go to stderr; ``--json`` prints every figure as JSON instead of tables.
+A full run with the defaults takes about two minutes on two cores.
+See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import sqlite3
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nacl
+import orjson
+from _table import log, medians, table
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
+from nacl.bindings import crypto_sign, crypto_sign_open
+
+from dizzy.peer.ingest import BATCH, Verifier, ingest_raw
+from dizzy.peer.store import Store
+from dizzy.protocol import Keypair, parse_entity
+
+AUTHOR = Keypair.from_seed(b"dizzy-bench-ingest-author-seed32")
+ENTITY_SEED = b"dizzy-bench-ingest-entity-seed32"
+CLOCK = 1_700_000_000_000
+TOPIC = "bench:Reading"
+
+
+def item(k: int) -> tuple[str, dict[str, Any]]:
+    """The type and data of the k-th event: about 40 bytes of data, 413 bytes in all."""
+    return "reading", {"n": k, "note": f"sample {k:09d}"}
+
+
+def event_size() -> int:
+    """The length of one event of this benchmark (canonical JSON, signed)."""
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "size.db") as store:
+        entity = store.create_entity(AUTHOR, "bench", None, seed=ENTITY_SEED, clock=CLOCK).entity
+        return len(store.append(AUTHOR, entity, *item(0), clock=CLOCK).raw)
+
+
+# -- 1. bare PyNaCl --------------------------------------------------------------------
+
+
+def bare_sign(messages: Sequence[bytes]) -> float:
+    secret = AUTHOR.secret
+    started = time.perf_counter()
+    for message in messages:
+        crypto_sign(message, secret)
+    return len(messages) / (time.perf_counter() - started)
+
+
+def bare_verify(signed: Sequence[bytes], threads: int) -> float:
+    public = AUTHOR.public
+
+    def check(part: Sequence[bytes]) -> None:
+        for message in part:
+            crypto_sign_open(message, public)
+
+    if threads == 1:
+        started = time.perf_counter()
+        check(signed)
+        return len(signed) / (time.perf_counter() - started)
+    size = -(-len(signed) // threads)
+    with ThreadPoolExecutor(threads) as pool:
+        pool.submit(time.sleep, 0).result()  # the threads exist before the clock starts
+        started = time.perf_counter()
+        wait([pool.submit(check, signed[i : i + size]) for i in range(0, len(signed), size)])
+        return len(signed) / (time.perf_counter() - started)
+
+
+# -- 2 and 3. dizzy ----------------------------------------------------------------------
+
+
+def new_entity(store: Store) -> tuple[str, str]:
+    """A fresh entity in ``store``: its id and the id of its genesis (its one head)."""
+    genesis = store.create_entity(AUTHOR, "bench", "ingest", seed=ENTITY_SEED, clock=CLOCK)
+    return genesis.entity, genesis.event_id
+
+
+def dizzy_single(path: Path, n: int) -> float:
+    """Events/s of ``Store.append``, one event per call."""
+    with Store(path) as store:
+        entity, head = new_entity(store)
+        started = time.perf_counter()
+        for k in range(n):
+            kind, data = item(k)
+            head = store.append(
+                AUTHOR, entity, kind, data, clock=CLOCK + k, expected_heads=[head]
+            ).event_id
+        return n / (time.perf_counter() - started)
+
+
+def dizzy_batched(path: Path, n: int, batch: int) -> tuple[float, list[bytes]]:
+    """Events/s of ``Store.append_many``, ``batch`` per call; the raw bytes of the log."""
+    with Store(path) as store:
+        entity, head = new_entity(store)
+        started = time.perf_counter()
+        for start in range(0, n, batch):
+            items = [item(k) for k in range(start, min(start + batch, n))]
+            events = store.append_many(
+                AUTHOR, entity, items, clock=CLOCK + start, expected_heads=[head]
+            )
+            head = events[-1].event_id
+        rate = n / (time.perf_counter() - started)
+        raws = store.raw_events(store.event_ids([parse_entity(entity)]))
+    if len(raws) != n + 1:
+        raise SystemExit(f"append_many stored {len(raws)} events, expected {n + 1}")
+    return rate, raws
+
+
+def dizzy_ingest(path: Path, raws: Sequence[bytes], batch: int) -> float:
+    """Events/s of ``ingest_raw`` (decode, verify, store) into an empty log."""
+    with Store(path) as store, Verifier() as verifier:
+        started = time.perf_counter()
+        report = ingest_raw(store, raws, source="bench", verifier=verifier, batch=batch)
+        rate = len(raws) / (time.perf_counter() - started)
+    if len(report.added) != len(raws) or report.pending or report.rejected:
+        raise SystemExit(f"ingest: {report.to_json()}")
+    return rate
+
+
+# -- 4. eventsourcing ------------------------------------------------------------------------
+
+
+def es_recorder(path: Path, synchronous: str | None) -> SQLiteApplicationRecorder:
+    recorder = SQLiteApplicationRecorder(SQLiteDatastore(str(path)))
+    recorder.create_table()
+    if synchronous is not None:
+        # One thread uses one pooled connection: set the pragma on it, outside a transaction.
+        with recorder.datastore.get_connection(commit=True) as conn:
+            conn.cursor().execute(f"PRAGMA synchronous={synchronous}")
+    with recorder.datastore.transaction(commit=False) as cursor:
+        cursor.execute("PRAGMA synchronous")
+        level = cursor.fetchone()[0]
+    if synchronous == "NORMAL" and level != 1:
+        raise SystemExit(f"eventsourcing: synchronous is {level}, not NORMAL")
+    return recorder
+
+
+def es_payload(k: int, pad: str) -> bytes:
+    """An unsigned event's state, as long as a dizzy event."""
+    kind, data = item(k)
+    return orjson.dumps({"type": kind, "clock": CLOCK + k, "data": data, "pad": pad})
+
+
+def es_pad(size: int) -> str:
+    return "." * max(0, size - len(es_payload(0, "")))
+
+
+def es_single(path: Path, n: int, pad: str, synchronous: str | None = None) -> float:
+    """Events/s of ``insert_events``, one event per call."""
+    recorder = es_recorder(path, synchronous)
+    try:
+        originator = uuid.uuid4()
+        started = time.perf_counter()
+        for k in range(n):
+            recorder.insert_events([StoredEvent(originator, k + 1, TOPIC, es_payload(k, pad))])
+        return n / (time.perf_counter() - started)
+    finally:
+        recorder.datastore.close()
+
+
+def es_batched(path: Path, n: int, pad: str, batch: int) -> float:
+    """Events/s of ``insert_events``, ``batch`` events per call."""
+    recorder = es_recorder(path, None)
+    try:
+        originator = uuid.uuid4()
+        started = time.perf_counter()
+        for start in range(0, n, batch):
+            recorder.insert_events(
+                [
+                    StoredEvent(originator, k + 1, TOPIC, es_payload(k, pad))
+                    for k in range(start, min(start + batch, n))
+                ]
+            )
+        return n / (time.perf_counter() - started)
+    finally:
+        recorder.datastore.close()
+
+
+# -- the rows, the targets, one run ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    label: str
+    count: str  # which option sets the number of operations: crypto, single or events
+
+
+ROWS = [
+    Row("sign", "bare PyNaCl sign, 1 thread", "crypto"),
+    Row("verify1", "bare PyNaCl verify, 1 thread", "crypto"),
+    Row("verify2", "bare PyNaCl verify, 2 threads", "crypto"),
+    Row("append_single", "dizzy append, 1 event per call (Store.append)", "single"),
+    Row("append_batched", "dizzy append, batched (Store.append_many)", "events"),
+    Row("ingest", "dizzy ingest, batched (ingest_raw: decode + verify + store)", "ingest"),
+    Row("es_single", "eventsourcing insert_events, 1 event per call", "single"),
+    Row("es_single_normal", "... same, with PRAGMA synchronous=NORMAL as dizzy", "single"),
+    Row("es_batched", "eventsourcing insert_events, batched", "events"),
+]
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str
+    label: str
+    numerator: str
+    denominator: str
+    minimum: float
+    strict: bool = False  # > rather than >=
+
+    def met(self, ratio: float) -> bool:
+        return ratio > self.minimum if self.strict else ratio >= self.minimum
+
+    @property
+    def goal(self) -> str:
+        return f"{'>' if self.strict else '>='} {self.minimum:g}"
+
+
+TARGETS = [
+    Target("ingest_vs_verify", "batched ingest / bare verify (1 thread)", "ingest", "verify1", 0.8),
+    Target("append_vs_sign", "batched append / bare sign", "append_batched", "sign", 0.4),
+    Target(
+        "single_vs_es",
+        "dizzy append / eventsourcing, 1 per call",
+        "append_single",
+        "es_single",
+        1.0,
+        strict=True,
+    ),
+    Target(
+        "batched_vs_es",
+        "dizzy append / eventsourcing, batched",
+        "append_batched",
+        "es_batched",
+        1.0,
+        strict=True,
+    ),
+]
+
+
+def one_run(work: Path, args: argparse.Namespace, size: int, run: int) -> dict[str, float]:
+    rng = random.Random(run)
+    messages = [rng.randbytes(size) for _ in range(args.crypto)]
+    signed = [crypto_sign(m, AUTHOR.secret) for m in messages]
+    pad = es_pad(size)
+    rates: dict[str, float] = {}
+    steps: list[tuple[str, Callable[[], float]]] = [
+        ("sign", lambda: bare_sign(messages)),
+        ("verify1", lambda: bare_verify(signed, 1)),
+        ("verify2", lambda: bare_verify(signed, 2)),
+        ("append_single", lambda: dizzy_single(work / "single.db", args.single)),
+    ]
+    for key, step in steps:
+        rates[key] = step()
+        log(f"  run {run + 1}: {key} {rates[key]:,.0f}/s")
+    rates["append_batched"], raws = dizzy_batched(work / "source.db", args.events, args.batch)
+    log(f"  run {run + 1}: append_batched {rates['append_batched']:,.0f}/s")
+    steps = [
+        ("ingest", lambda: dizzy_ingest(work / "ingest.db", raws, args.batch)),
+        ("es_single", lambda: es_single(work / "es-single.db", args.single, pad)),
+        ("es_single_normal", lambda: es_single(work / "es-normal.db", args.single, pad, "NORMAL")),
+        ("es_batched", lambda: es_batched(work / "es-batched.db", args.events, pad, args.batch)),
+    ]
+    for key, step in steps:
+        rates[key] = step()
+        log(f"  run {run + 1}: {key} {rates[key]:,.0f}/s")
+    for target in TARGETS:
+        rates[target.key] = rates[target.numerator] / rates[target.denominator]
+    return rates
+
+
+# -- the machine and the report -------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    # PyNaCl's wheels link libsodium statically; a system one shows in the process's maps.
+    maps = Path("/proc/self/maps")
+    system = [line.split()[-1] for line in (maps.read_text() if maps.exists() else "").splitlines()]
+    libsodium = next((p for p in system if "libsodium" in p), "bundled in the PyNaCl wheel")
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "pynacl": nacl.__version__,
+        "libsodium": libsodium,
+        "sqlite": sqlite3.sqlite_version,
+    }
+
+
+def report(results: dict[str, Any]) -> str:
+    runs: list[dict[str, float]] = results["runs"]
+    counts: dict[str, int] = results["counts"]
+    out = [f"### Rates: medians of {len(runs)} runs (events or operations per second)\n"]
+    rows = []
+    for row in ROWS:
+        values = [r[row.key] for r in runs]
+        rows.append(
+            [
+                row.label,
+                f"{counts[row.count]:,}",
+                f"**{statistics.median(values):,.0f}**",
+                f"{min(values):,.0f} - {max(values):,.0f}",
+            ]
+        )
+    out.append(table(["measure", "events", "per second", "range over runs"], rows))
+    out.append("\n### Targets: each ratio measured within one run, median over the runs\n")
+    rows = []
+    for target in TARGETS:
+        ratio = results["ratios"][target.key]
+        rows.append(
+            [
+                target.label,
+                f"{ratio:.2f}",
+                f"{min(r[target.key] for r in runs):.2f} - {max(r[target.key] for r in runs):.2f}",
+                target.goal,
+                "PASS" if target.met(ratio) else "**MISS**",
+            ]
+        )
+    out.append(table(["ratio", "median", "range", "target", "result"], rows))
+    m = results["machine"]
+    out.append(
+        f"\nPeak memory (ru_maxrss): {results['peak_rss_kb'] / 1024:,.0f} MB."
+        f" Events of {results['event_bytes']} bytes; batches of {results['batch']:,}."
+        f"\nMachine: {m['cpus']} CPUs ({m['cpu_model'] or 'unknown model'}), {m['system']};"
+        f" Python {m['python']}; PyNaCl {m['pynacl']}, libsodium {m['libsodium']};"
+        f" SQLite {m['sqlite']}."
+    )
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=100_000, help="events of the batched rows")
+    parser.add_argument("--single", type=int, default=10_000, help="events of the 1-per-call rows")
+    parser.add_argument("--crypto", type=int, default=20_000, help="bare signatures and verifies")
+    parser.add_argument("--batch", type=int, default=BATCH, help="events per transaction")
+    parser.add_argument("--runs", type=int, default=3, help="runs of every row (median)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    if min(args.events, args.single, args.crypto, args.batch, args.runs) < 1:
+        parser.error("every count must be at least 1")
+    size = event_size()
+    started = time.perf_counter()
+    runs = []
+    for run in range(args.runs):
+        with tempfile.TemporaryDirectory(prefix="dizzy-bench-ingest-") as tmp:
+            runs.append(one_run(Path(tmp), args, size, run))
+    log(f"{args.runs} runs in {time.perf_counter() - started:.0f}s")
+    middle = medians(runs)
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "event_bytes": size,
+        "batch": args.batch,
+        "counts": {
+            "crypto": args.crypto,
+            "single": args.single,
+            "events": args.events,
+            "ingest": args.events + 1,
+        },
+        "medians": {row.key: middle[row.key] for row in ROWS},
+        "ratios": {t.key: middle[t.key] for t in TARGETS},
+        "runs": runs,
+        "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    }
+    results["targets"] = {t.key: t.met(results["ratios"][t.key]) for t in TARGETS}
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(report(results))
+
+
+if __name__ == "__main__":
+    main()
