@@ -56,6 +56,7 @@ __all__ = ["MAX_PENDING", "EntityInfo", "IngestReport", "Rejection", "Store"]
 
 MAX_PENDING = 100_000
 BUSY_TIMEOUT_S = 30.0
+_ROWS_PER_INSERT = 500  # events stored by one INSERT statement
 
 
 def _now_ms() -> int:
@@ -275,9 +276,10 @@ class Store:
             parents = tuple(sorted(event_id(h) for h, _ in heads))
             depth = 1 + max(d for _, d in heads)
             events = []
+            author_id = author.agent_id  # base32 of the key: once, not once per event
             for type_, data in items:
                 try:
-                    body = EventBody(entity, author.agent_id, type_, parents, depth, clock, data)
+                    body = EventBody(entity, author_id, type_, parents, depth, clock, data)
                 except RemoteError as exc:
                     raise UsageError(str(exc)) from None
                 if (why := check_author(creator, body)) is not None:
@@ -575,23 +577,32 @@ class Store:
 
     @staticmethod
     def _insert_rows(db: sqlite3.Connection, events: list[Event], now: int) -> None:
-        db.executemany(
-            "INSERT INTO events (id, entity, author, type, depth, clock, received, raw)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    e.id,
-                    parse_entity(e.entity),
-                    parse_agent(e.author),
-                    e.type,
-                    e.depth,
-                    e.body.clock,
-                    now,
-                    e.raw,
-                )
-                for e in events
-            ],
-        )
+        # Many rows per INSERT, not executemany: sqlite3 releases the GIL around
+        # each step of a statement, and executemany steps once per row, so storing
+        # a batch while the verification pool runs would hand the GIL over and
+        # wait to get it back once per event (bench/ingest.py, docs/performance.md).
+        per_insert = min(_ROWS_PER_INSERT, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 8)
+        values = [
+            value
+            for e in events
+            for value in (
+                e.id,
+                parse_entity(e.entity),
+                parse_agent(e.author),
+                e.type,
+                e.depth,
+                e.body.clock,
+                now,
+                e.raw,
+            )
+        ]
+        for start in range(0, len(events), per_insert):
+            count = min(per_insert, len(events) - start)
+            db.execute(
+                "INSERT INTO events (id, entity, author, type, depth, clock, received, raw)"
+                " VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * count),
+                values[start * 8 : (start + count) * 8],
+            )
 
 
 class _Judge:
