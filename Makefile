@@ -38,8 +38,10 @@ typecheck: $(BIN)/.installed
 pytest: $(BIN)/.installed
 	$(BIN)/pytest
 
+# Append and ingest (about 1.5 min), then sync over loopback HTTP (about 1.5 min).
 bench: $(BIN)/.installed
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/sync.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

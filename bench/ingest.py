@@ -39,6 +39,7 @@ defaults takes about 1.5 minutes on two cores. See docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -355,6 +356,7 @@ def machine() -> dict[str, Any]:
         "pynacl": nacl.__version__,
         "libsodium": libsodium,
         "sqlite": sqlite3.sqlite_version,
+        "eventsourcing": importlib.metadata.version("eventsourcing"),
     }
 
 
@@ -389,7 +391,7 @@ def report(results: dict[str, Any]) -> str:
         f" Events of {results['event_bytes']} bytes; batches of {results['batch']:,}."
         f"\nMachine: {m['cpus']} CPUs ({m['cpu_model'] or 'unknown model'}), {m['system']};"
         f" Python {m['python']}; PyNaCl {m['pynacl']}, libsodium {m['libsodium']};"
-        f" SQLite {m['sqlite']}."
+        f" SQLite {m['sqlite']}; eventsourcing {m['eventsourcing']}."
     )
     return "\n".join(out)
 

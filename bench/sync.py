@@ -16,7 +16,7 @@ every run); B syncs in a child process of this script that runs
 PeerService + Client + sync_with in-process (what ``dizzy sync URL`` runs),
 so that its requests, bytes, CPU and peak memory are its own. Logs are
 generated once with Store.append_many and copied as SQLite files. Prints
-Markdown tables of medians over the runs (docs/performance-sync.md).
+Markdown tables of medians over the runs (docs/performance.md).
 """
 
 from __future__ import annotations
