@@ -1,10 +1,14 @@
 """One sync with one peer: reconcile, fetch what is missing, push what it lacks.
 
-    1. GET  /v1/info                      same protocol?
+    1. GET  /v1/entities                  only as a relay: what else the peer holds
     2. POST /v1/reconcile   (rounds)      which ids differ, within the scope
     3. POST /v1/events/depths             only if many are missing: order them
     4. POST /v1/events/get  (batches)     fetch, parents first; verify; store (pipelined)
     5. POST /v1/events      (batches)     push what the peer lacks, parents first
+
+There is no version handshake: the /v1 path and the version byte of every
+reconciliation message carry it, so a peer of another version fails the first
+round with a clear error and a sync costs no extra round trip.
 
 Everything fetched is verified before it is stored; a bad event from the peer
 is recorded against it and the rest of the sync goes on.
@@ -54,11 +58,12 @@ class SyncReport:
 async def sync_with(service: PeerService, client: Client) -> SyncReport:
     started = time.monotonic()
     report = SyncReport(client.url)
-    await client.info()
     extra: list[bytes] = []
     if service.relay:
         extra = [parse_entity(e) for e in await client.entities()]
     scope = await service.run(service.scope, extra)
+    if not scope:
+        await client.info()  # nothing to reconcile: still prove the peer is there
     for start in range(0, max(len(scope), 1), MAX_SCOPE):
         chunk = scope[start : start + MAX_SCOPE]
         if chunk:

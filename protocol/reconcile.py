@@ -32,7 +32,7 @@ from itertools import accumulate
 
 import blake3
 
-from dizzy.protocol.errors import MalformedError, UsageError
+from dizzy.protocol.errors import MalformedError, UnknownVersionError, UsageError
 
 __all__ = [
     "BRANCHING",
@@ -58,9 +58,13 @@ BRANCHING = 16
 IDLIST_THRESHOLD = 16  # measured: 3 round trips and ~20 KB for 10+10 differences in 100k
 FRAME_LIMIT = 256 * 1024
 MAX_IDS_PER_LIST = FRAME_LIMIT // ID_BYTES
-# A reply may overrun the frame limit by its last range: a list of at most
-# MAX_IDS_PER_LIST // 4 ids or one split (BRANCHING fingerprints).
-MAX_MESSAGE_BYTES = FRAME_LIMIT + 96 * 1024
+LIST_CHUNK = MAX_IDS_PER_LIST // 4  # ids per list when a responder answers a list
+# Past the frame limit a reply still answers settled ranges (SKIP) and passes
+# unsettled ones back as fingerprints, for up to TAIL_BUDGET bytes; then one
+# fingerprint covers the rest. A reply may also overrun by its last range: a
+# list of at most LIST_CHUNK ids or one split (BRANCHING fingerprints).
+TAIL_BUDGET = 32 * 1024
+MAX_MESSAGE_BYTES = FRAME_LIMIT + TAIL_BUDGET + 96 * 1024
 INFINITY = b"\xff" * (ID_BYTES + 1)  # above every id; encoded as bound length 0
 _MOD = 1 << 256
 
@@ -132,8 +136,10 @@ def decode_message(data: bytes) -> list[Range]:
     if len(data) > MAX_MESSAGE_BYTES:
         raise MalformedError(f"reconciliation message over {MAX_MESSAGE_BYTES} bytes")
     reader = Reader(data)
-    if not data or reader.take(1)[0] != VERSION:
-        raise MalformedError("unknown reconciliation message version")
+    if not data:
+        raise MalformedError("empty reconciliation message")
+    if reader.take(1)[0] != VERSION:
+        raise UnknownVersionError(f"reconciliation message version {data[0]}, this peer speaks 1")
     ranges: list[Range] = []
     lower = b""
     while not reader.done:
@@ -241,34 +247,42 @@ class Reconciler:
         out: list[Range] = []
         size = 1
         lo = 0
-        for position, r in enumerate(ranges):
+        deferred = -1  # index where a run of ranges passed back unanswered began
+        for r in ranges:
             hi = items.index(r.upper)
             before = len(out)
-            if size > self.frame_limit:
-                # Too much for one message: the rest is one fingerprint that
-                # will disagree and be taken up again in the next round.
-                tail_lo = items.index(ranges[position - 1].upper) if position else 0
-                out.append(Range(INFINITY, FINGERPRINT, items.fingerprint(tail_lo, len(items))))
-                break
-            if r.mode == SKIP:
+            settled = r.mode == SKIP or (
+                r.mode == FINGERPRINT and r.fingerprint == items.fingerprint(lo, hi)
+            )
+            if settled:
                 out.append(Range(r.upper, SKIP))
-            elif r.mode == FINGERPRINT:
-                if r.fingerprint == items.fingerprint(lo, hi):
-                    out.append(Range(r.upper, SKIP))
-                else:
-                    self._split(out, r.upper, lo, hi)
-            else:
+                deferred = -1
+            elif r.mode == IDLIST and self.initiator:
+                # Taking in a list costs the answer nothing: always do it.
                 mine = items.ids[lo:hi]
-                if self.initiator:
-                    theirs = set(r.ids)
-                    self.have += [i for i in mine if i not in theirs]
-                    ours = set(mine)
-                    self.need += [i for i in r.ids if i not in ours]
-                    out.append(Range(r.upper, SKIP))
-                elif hi - lo <= MAX_IDS_PER_LIST // 4:
-                    out.append(Range(r.upper, IDLIST, ids=tuple(mine)))
+                theirs = set(r.ids)
+                self.have += [i for i in mine if i not in theirs]
+                ours = set(mine)
+                self.need += [i for i in r.ids if i not in ours]
+                out.append(Range(r.upper, SKIP))
+                deferred = -1
+            elif size > self.frame_limit:
+                # The answer is full: pass the range back as my fingerprint,
+                # to be split in a later round. Settled ranges around it stay
+                # settled, so nothing is listed twice. Adjacent ones merge.
+                if deferred < 0:
+                    deferred = lo
+                    out.append(Range(r.upper, FINGERPRINT, items.fingerprint(lo, hi)))
                 else:
-                    self._split(out, r.upper, lo, hi)
+                    out[-1] = Range(r.upper, FINGERPRINT, items.fingerprint(deferred, hi))
+                    before = len(out)
+                if size > self.frame_limit + TAIL_BUDGET:
+                    out[-1] = Range(INFINITY, FINGERPRINT, items.fingerprint(deferred, len(items)))
+                    break
+            elif r.mode == FINGERPRINT:
+                self._split(out, r.upper, lo, hi)
+            else:
+                self._list(out, r.upper, lo, hi, self.frame_limit - size)
             size += sum(_range_size(x) for x in out[before:])
             lo = hi
         out = _merge_skips(out)
@@ -288,6 +302,23 @@ class Reconciler:
             bound = upper if k == BRANCHING else items.bound_between(end)
             out.append(Range(bound, FINGERPRINT, items.fingerprint(start, end)))
             start = end
+
+    def _list(self, out: list[Range], upper: bytes, lo: int, hi: int, budget: int) -> None:
+        """Answer a listed range with my ids: as many lists as the budget
+        holds (at least one, so every round makes progress), and a fingerprint
+        for the rest of the range. An empty initiator pulling a large set so
+        moves a frame of ids per round, with no round spent on fingerprints."""
+        while True:
+            end = min(hi, lo + LIST_CHUNK)
+            bound = upper if end == hi else self.items.bound_between(end)
+            out.append(Range(bound, IDLIST, ids=tuple(self.items.ids[lo:end])))
+            if end == hi:
+                return
+            budget -= _range_size(out[-1])
+            lo = end
+            if budget < ID_BYTES * min(LIST_CHUNK, hi - lo) + 64:
+                out.append(Range(upper, FINGERPRINT, self.items.fingerprint(lo, hi)))
+                return
 
 
 def _range_size(r: Range) -> int:

@@ -197,7 +197,6 @@ def test_chunked_body_over_the_limit_is_413(served: Served, path: str, limit: in
     ("path", "body", "words"),
     [
         ("/v1/reconcile", encode_varint(2) + b"\x01" * 40, "ends early"),  # scope cut short
-        ("/v1/reconcile", encode_varint(0) + b"\x63garbage", "reconcil"),  # unknown version
         ("/v1/reconcile", encode_varint(0), "reconcil"),  # no message at all
         ("/v1/reconcile", b"\xff" * 8, "varint"),
         ("/v1/events/get", b"\x00" * 33, "32"),
@@ -210,6 +209,16 @@ def test_malformed_body_is_400_with_a_reason(
 ) -> None:
     doc = assert_refused(request(served.daemon.port, "POST", path, body), 400, "malformed")
     assert words in doc["detail"], doc
+    assert_serving(served.daemon)
+
+
+def test_another_protocol_version_is_named(served: Served) -> None:
+    """No handshake: the version byte of the first reconciliation message says it."""
+    body = encode_varint(0) + b"\x63garbage"
+    doc = assert_refused(
+        request(served.daemon.port, "POST", "/v1/reconcile", body), 400, "unknown_version"
+    )
+    assert "version 99" in doc["detail"], doc
     assert_serving(served.daemon)
 
 

@@ -224,7 +224,7 @@ def test_cli_sync_while_the_daemon_writes_the_same_home(tmp_path: Path, daemons:
     assert synced["url"] == da.url
     assert synced["rejected"] == synced["pending"] == synced["sent"] == 0
     assert synced["reasons"] == {}
-    assert synced["round_trips"] >= 2 and synced["bytes_received"] > 0
+    assert synced["round_trips"] >= 1 and synced["bytes_received"] > 0
     assert isinstance(synced["seconds"], float)
 
 
