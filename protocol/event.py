@@ -228,9 +228,13 @@ def sign_event(body: EventBody, author: Keypair, entity_key: Keypair | None = No
     if body.is_genesis != (entity_key is not None):
         raise UsageError("a genesis, and only a genesis, is signed by the entity key")
     doc = body.to_dict()
-    # canonical.encode, not orjson directly: a lone surrogate in the data (which
-    # json.loads makes from "\ud800") is a NonCanonicalError, not a TypeError.
-    body_bytes = canonical.encode(doc)
+    # The body checked its values when built; only encoding is left. A lone
+    # surrogate in the data (json.loads makes one from "\ud800") cannot be
+    # encoded: a NonCanonicalError, not a TypeError.
+    try:
+        body_bytes = orjson.dumps(doc, option=_SORT)
+    except orjson.JSONEncodeError as exc:
+        raise NonCanonicalError(f"cannot encode: {exc}", reason="bad_string") from None
     digest = blake3.blake3(body_bytes).digest()
     sig = author.sign(EVENT_CONTEXT + digest)
     doc["sig"] = b32encode(sig)

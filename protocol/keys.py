@@ -3,7 +3,7 @@ module never draws it, so callers and tests decide where seeds come from."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nacl.bindings import crypto_sign, crypto_sign_seed_keypair
 
@@ -21,6 +21,13 @@ class Keypair:
 
     public: bytes
     secret: bytes
+    # Both printable ids, computed once: signing checks the author id per event.
+    agent_id: str = field(init=False, compare=False)
+    entity_id: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "agent_id", agent_id(self.public))
+        object.__setattr__(self, "entity_id", entity_id(self.public))
 
     @classmethod
     def from_seed(cls, seed: bytes) -> Keypair:
@@ -32,14 +39,6 @@ class Keypair:
     @property
     def seed(self) -> bytes:
         return self.secret[:SEED_BYTES]
-
-    @property
-    def agent_id(self) -> str:
-        return agent_id(self.public)
-
-    @property
-    def entity_id(self) -> str:
-        return entity_id(self.public)
 
     def sign(self, message: bytes) -> bytes:
         """The 64-byte detached signature of ``message``."""
