@@ -109,6 +109,39 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0003_permissions",
+        """
+        -- Where each event came from (a peer URL, a push source, a bundle);
+        -- NULL for events made here. Shown by the quarantine.
+        ALTER TABLE events ADD COLUMN source TEXT;
+
+        -- Entities with grants, revokes or events by others than the creator:
+        -- their events are judged as a whole (docs/permissions.md). Until now
+        -- only creators could write, so no stored entity is shared yet.
+        ALTER TABLE entities ADD COLUMN shared INTEGER NOT NULL DEFAULT 0;
+
+        -- Stored events that the permission rules make invalid now, and why.
+        -- Recomputed whenever the entity's events change; never deleted from events.
+        CREATE TABLE verdicts (
+            id     BLOB PRIMARY KEY,
+            entity BLOB NOT NULL,
+            reason TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            since  INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX verdicts_by_entity ON verdicts (entity);
+
+        -- Strikes against the sources of invalid input, for throttling.
+        CREATE TABLE sources (
+            source        TEXT PRIMARY KEY,
+            strikes       INTEGER NOT NULL DEFAULT 0,
+            window_start  INTEGER NOT NULL,
+            last          INTEGER NOT NULL,
+            refused_until INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 

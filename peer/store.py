@@ -27,6 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from dizzy.peer.migrations import migrate
+from dizzy.peer.verdicts import (
+    Changes,
+    entity_verdicts,
+    is_shared_write,
+    rejudge,
+    source_standing,
+    strike,
+)
 from dizzy.protocol import (
     MAX_EVENT_BYTES,
     MAX_PARENTS,
@@ -40,7 +48,6 @@ from dizzy.protocol import (
     StoreError,
     UsageError,
     agent_id,
-    check_author,
     check_links,
     decode_event,
     entity_id,
@@ -51,10 +58,14 @@ from dizzy.protocol import (
     parse_event,
     sign_event,
 )
+from dizzy.protocol.permissions import ROLE_NAMES
 
 __all__ = ["MAX_PENDING", "EntityInfo", "IngestReport", "Rejection", "Store"]
 
 MAX_PENDING = 100_000
+PENDING_TTL_MS = 24 * 3600 * 1000  # an event waiting longer for ancestors is quarantined
+# Rejection reasons that are the sender's fault, and count against it.
+_NOT_SENDERS_FAULT = frozenset({"missing_ancestors"})
 BUSY_TIMEOUT_S = 30.0
 _ROWS_PER_INSERT = 500  # events stored by one INSERT statement
 
@@ -102,6 +113,8 @@ class IngestReport:
     equivocated: list[str] = field(default_factory=list)
     refused: list[Rejection] = field(default_factory=list)  # valid, but not wanted here
     entities: set[str] = field(default_factory=set)  # of the events added
+    invalidated: list[Rejection] = field(default_factory=list)  # stored events now invalid
+    admitted: list[str] = field(default_factory=list)  # stored events now valid
 
     def merge(self, other: IngestReport) -> None:
         self.added += other.added
@@ -111,6 +124,8 @@ class IngestReport:
         self.equivocated += other.equivocated
         self.refused += other.refused
         self.entities |= other.entities
+        self.invalidated += other.invalidated
+        self.admitted += other.admitted
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -122,6 +137,10 @@ class IngestReport:
             ],
             "equivocated": self.equivocated,
             "refused": len(self.refused),
+            "invalidated": [
+                {"id": r.event_id, "reason": r.reason, "detail": r.detail} for r in self.invalidated
+            ],
+            "admitted": len(self.admitted),
         }
 
 
@@ -255,11 +274,15 @@ class Store:
     ) -> list[Event]:
         """Sign and store several events in one transaction, each on the previous."""
         key = parse_entity(entity)
+        items = list(items)
         with self._write() as db:
-            row = db.execute("SELECT creator FROM entities WHERE id=?", (key,)).fetchone()
+            row = db.execute("SELECT creator, shared FROM entities WHERE id=?", (key,)).fetchone()
             if row is None:
                 raise NotFoundError(f"no entity {entity} in this store")
             creator = agent_id(row[0])
+            author_id = author.agent_id  # base32 of the key: once, not once per event
+            # Entities only their creator writes need no judging (the fast path).
+            shared = bool(row[1]) or any(is_shared_write(creator, author_id, t) for t, _ in items)
             heads = db.execute(
                 "SELECT h.id, e.depth FROM heads h JOIN events e ON e.id = h.id"
                 " WHERE h.entity=? ORDER BY e.depth DESC, h.id",
@@ -275,15 +298,20 @@ class Store:
             heads = heads[:MAX_PARENTS]
             parents = tuple(sorted(event_id(h) for h, _ in heads))
             depth = 1 + max(d for _, d in heads)
+            # The author's right is the same for every item: its own events
+            # cannot change its own role. Checked before anything is signed.
+            if shared:
+                verdicts = entity_verdicts(db, key)
+                for type_, data in items:
+                    if why := verdicts.may_append(author_id, parents, type_, data):
+                        error = UsageError if why[0] == "bad_permission" else ForbiddenError
+                        raise error(f"{why[0]}: {why[1]}")
             events = []
-            author_id = author.agent_id  # base32 of the key: once, not once per event
             for type_, data in items:
                 try:
                     body = EventBody(entity, author_id, type_, parents, depth, clock, data)
                 except RemoteError as exc:
                     raise UsageError(str(exc)) from None
-                if (why := check_author(creator, body)) is not None:
-                    raise ForbiddenError(why)
                 event = sign_event(body, author)
                 events.append(event)
                 parents, depth = (event.event_id,), depth + 1
@@ -295,6 +323,10 @@ class Store:
                 (key, *(h for h, _ in heads)),
             )
             db.execute("INSERT INTO heads VALUES (?, ?)", (key, events[-1].id))
+            if shared:
+                # A grant or revoke can change the verdicts of events stored before.
+                db.execute("UPDATE entities SET shared=1 WHERE id=?", (key,))
+                rejudge(db, key, self._now())
         return events
 
     # -- ingest of verified events from elsewhere ------------------------------------
@@ -334,14 +366,28 @@ class Store:
                     for released in judge.released_by(event.id):
                         heapq.heappush(queue, (released.depth, released.id, next(tie), released))
             judge.flush()
-            self._insert_rows(db, judge.accepted, now)
+            self._insert_rows(db, judge.accepted, now, source)
+            for entity in sorted(judge.shared):
+                self._apply(rejudge(db, entity, now, judge.arrived), report)
             for raw, error in failures:
                 db.execute(
                     "INSERT INTO rejections VALUES (NULL, NULL, ?, ?, ?, ?, ?)",
                     (error.reason, str(error), source, now, raw[:MAX_EVENT_BYTES]),
                 )
                 report.rejected.append(Rejection(None, error.reason, str(error)))
+            faults = sum(r.reason not in _NOT_SENDERS_FAULT for r in report.rejected)
+            strike(db, source, faults, now)
         return report
+
+    @staticmethod
+    def _apply(changes: Changes, report: IngestReport) -> None:
+        """Events that arrived invalid count as rejected (they stay stored, marked)."""
+        if changes.invalid_new:
+            gone = {name for name, _, _ in changes.invalid_new}
+            report.added = [name for name in report.added if name not in gone]
+            report.rejected += [Rejection(*why) for why in changes.invalid_new]
+        report.invalidated += [Rejection(*why) for why in changes.invalidated]
+        report.admitted += changes.admitted
 
     # -- reads ------------------------------------------------------------------
 
@@ -349,9 +395,72 @@ class Store:
         rows = self._read("SELECT raw FROM events WHERE id=?", (parse_event(event),))
         return decode_event(rows[0][0], verify=False) if rows else None
 
-    def events(self, entity: str) -> list[Event]:
-        """The entity's events in causal order: (depth, id), the same on every peer."""
-        return [decode_event(raw, verify=False) for _, raw in self.raw_items(entity)]
+    def events(self, entity: str, *, invalid: bool = False) -> list[Event]:
+        """The entity's valid events (with ``invalid``, all) in causal order:
+        (depth, id), the same on every peer."""
+        rows = self._read(
+            "SELECT raw FROM events e WHERE entity=?"
+            + ("" if invalid else " AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.id = e.id)")
+            + " ORDER BY depth, id",
+            (parse_entity(entity),),
+        )
+        return [decode_event(raw, verify=False) for (raw,) in rows]
+
+    def verdicts(self, entity: str) -> dict[str, tuple[str, str]]:
+        """The entity's stored events that are invalid now: id -> (reason, detail)."""
+        rows = self._read(
+            "SELECT id, reason, detail FROM verdicts WHERE entity=?", (parse_entity(entity),)
+        )
+        return {event_id(k): (reason, detail) for k, reason, detail in rows}
+
+    def members(self, entity: str) -> dict[str, str]:
+        """Agent -> role ("owner", "admin", "writer") in the state after every event held."""
+        key = parse_entity(entity)
+        rows = self._read("SELECT creator, shared FROM entities WHERE id=?", (key,))
+        if not rows:
+            raise NotFoundError(f"no entity {entity} in this store")
+        if not rows[0][1]:
+            return {agent_id(rows[0][0]): ROLE_NAMES[3]}
+        try:
+            return entity_verdicts(self._db, key).members
+        except sqlite3.Error as exc:
+            raise StoreError(f"event log read failed: {exc}") from exc
+
+    def quarantine(self, event: str | None = None) -> list[dict[str, Any]]:
+        """Everything rejected or invalid now, oldest first (or what is known of ``event``)."""
+        where, args = ("WHERE q.id = ?", (parse_event(event),)) if event else ("", ())
+        rows = self._read(
+            "SELECT * FROM ("
+            " SELECT r.id, r.entity, r.reason, r.detail, r.source, r.at, 'rejected' AS state"
+            " FROM rejections r"
+            " UNION ALL"
+            " SELECT v.id, v.entity, v.reason, v.detail, e.source, v.since, 'stored' AS state"
+            " FROM verdicts v JOIN events e ON e.id = v.id"
+            f") q {where} ORDER BY 6, 1",
+            args,
+        )
+        return [
+            {
+                "id": event_id(r[0]) if r[0] else None,
+                "entity": entity_id(r[1]) if r[1] else None,
+                "reason": r[2],
+                "detail": r[3],
+                "source": r[4] or "local",
+                "at": r[5],
+                "stored": r[6] == "stored",
+            }
+            for r in rows
+        ]
+
+    def standing(self, source: str) -> tuple[str, int]:
+        """("ok" | "throttled" | "refused", until) for a source of input."""
+        return source_standing(self._db, source, self._now())
+
+    def sources(self) -> list[dict[str, Any]]:
+        """Sources with strikes against them, and their standing now."""
+        rows = self._read("SELECT source, strikes, last FROM sources ORDER BY source")
+        names = ("source", "strikes", "last", "standing", "until")
+        return [dict(zip(names, (*r, *self.standing(r[0])), strict=True)) for r in rows]
 
     def raw_items(self, entity: str) -> list[tuple[str, bytes]]:
         """(stored id, stored bytes) in causal order, for re-verification."""
@@ -384,7 +493,8 @@ class Store:
         rows = self._read(
             "SELECT n.id, n.kind, n.name, n.creator, n.genesis, n.equivocated,"
             " n.id IN (SELECT entity FROM follows),"
-            " (SELECT count(*) FROM events e WHERE e.entity = n.id),"
+            " (SELECT count(*) FROM events e WHERE e.entity = n.id)"
+            " - (SELECT count(*) FROM verdicts v WHERE v.entity = n.id),"
             " (SELECT max(clock) FROM events e WHERE e.entity = n.id)"
             f" FROM entities n {where} ORDER BY n.kind, n.name, n.id",
             args,
@@ -470,14 +580,17 @@ class Store:
         return [r[0] for r in self._read("SELECT id FROM entities ORDER BY id")]
 
     def event_ids(self, entities: Sequence[bytes]) -> list[bytes]:
-        """Ids of every stored event of ``entities`` (keys)."""
+        """Ids of every stored valid event of ``entities`` (keys)."""
         found: list[bytes] = []
         for start in range(0, len(entities), 500):
             chunk = entities[start : start + 500]
             found += [
                 r[0]
                 for r in self._read(
-                    f"SELECT id FROM events WHERE entity IN ({','.join('?' * len(chunk))})", chunk
+                    f"SELECT id FROM events e WHERE entity IN ({','.join('?' * len(chunk))})"
+                    # Invalid events are not offered: they spread no further.
+                    " AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.id = e.id)",
+                    chunk,
                 )
             ]
         return found
@@ -576,12 +689,14 @@ class Store:
         )
 
     @staticmethod
-    def _insert_rows(db: sqlite3.Connection, events: list[Event], now: int) -> None:
+    def _insert_rows(
+        db: sqlite3.Connection, events: list[Event], now: int, source: str | None = None
+    ) -> None:
         # Many rows per INSERT, not executemany: sqlite3 releases the GIL around
         # each step of a statement, and executemany steps once per row, so storing
         # a batch while the verification pool runs would hand the GIL over and
         # wait to get it back once per event (bench/ingest.py, docs/performance.md).
-        per_insert = min(_ROWS_PER_INSERT, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 8)
+        per_insert = min(_ROWS_PER_INSERT, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 9)
         values = [
             value
             for e in events
@@ -594,14 +709,15 @@ class Store:
                 e.body.clock,
                 now,
                 e.raw,
+                source,
             )
         ]
         for start in range(0, len(events), per_insert):
             count = min(per_insert, len(events) - start)
             db.execute(
-                "INSERT INTO events (id, entity, author, type, depth, clock, received, raw)"
-                " VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * count),
-                values[start * 8 : (start + count) * 8],
+                "INSERT INTO events (id, entity, author, type, depth, clock, received, raw, source)"
+                " VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count),
+                values[start * 9 : (start + count) * 9],
             )
 
 
@@ -614,9 +730,13 @@ class _Judge:
         self.depths: dict[bytes, tuple[bytes, int]] = {}  # accepted here: id -> (entity, depth)
         self.names: dict[str, bytes] = {}  # accepted here: printable id -> id
         self.creators: dict[bytes, str | None] = {}
+        self.shared: set[bytes] = set()  # entities to judge as a whole once stored
+        self.flags: dict[bytes, bool] = {}  # entities.shared, as read
         self.heads_gone: set[tuple[bytes, bytes]] = set()
         self.heads_new: set[tuple[bytes, bytes]] = set()
         self.has_pending = db.execute("SELECT EXISTS (SELECT 1 FROM pending)").fetchone()[0]
+        if self.has_pending:
+            self._expire_pending()
         self.pending_room = MAX_PENDING - (
             db.execute("SELECT count(*) FROM pending").fetchone()[0] if self.has_pending else 0
         )
@@ -652,9 +772,12 @@ class _Judge:
         creator = self._creator(entity)
         if creator is None:  # cannot happen: parents exist only after their genesis
             return self._reject(event, entity, "bad_link", "entity has no genesis")
-        why = check_author(creator, event.body)
-        if why is not None:
-            return self._reject(event, entity, "unauthorized", why)
+        # Stored whatever the author's right: the permission verdict depends on
+        # the entity's whole event set and is computed once the batch is in.
+        if entity not in self.shared and (
+            is_shared_write(creator, event.author, event.type) or self._is_shared(entity)
+        ):
+            self.shared.add(entity)
         self._accept(event, entity, keys)
         for key in keys:
             self.heads_gone.add((entity, key))
@@ -691,6 +814,31 @@ class _Judge:
         self.names[name] = event.id
         self.report.added.append(name)
         self.report.entities.add(event.entity)
+
+    @property
+    def arrived(self) -> set[str]:
+        return set(self.names)
+
+    def _is_shared(self, entity: bytes) -> bool:
+        if entity not in self.flags:
+            row = self.db.execute("SELECT shared FROM entities WHERE id=?", (entity,)).fetchone()
+            self.flags[entity] = bool(row and row[0])
+        return self.flags[entity]
+
+    def _expire_pending(self) -> None:
+        """Quarantine events that waited for their ancestors longer than PENDING_TTL_MS."""
+        cutoff = self.now - PENDING_TTL_MS
+        self.db.execute(
+            "INSERT INTO rejections SELECT id, entity, 'missing_ancestors',"
+            " 'its ancestors did not arrive within ' || ? || ' hours', source, ?, raw"
+            " FROM pending WHERE received < ?",
+            (PENDING_TTL_MS // 3_600_000, self.now, cutoff),
+        )
+        self.db.execute(
+            "DELETE FROM pending_needs WHERE id IN (SELECT id FROM pending WHERE received < ?)",
+            (cutoff,),
+        )
+        self.db.execute("DELETE FROM pending WHERE received < ?", (cutoff,))
 
     def _creator(self, entity: bytes) -> str | None:
         if entity not in self.creators:
@@ -752,6 +900,9 @@ class _Judge:
         return released
 
     def flush(self) -> None:
+        self.db.executemany(
+            "UPDATE entities SET shared=1 WHERE id=? AND NOT shared", [(e,) for e in self.shared]
+        )
         gone = self.heads_gone - self.heads_new
         self.db.executemany("DELETE FROM heads WHERE entity=? AND id=?", sorted(gone))
         self.db.executemany(

@@ -29,8 +29,10 @@ from dizzy.protocol.errors import (
 )
 from dizzy.protocol.event import (
     GENESIS,
+    GRANT,
     MAX_EVENT_BYTES,
     MAX_PARENTS,
+    REVOKE,
     Event,
     EventBody,
     decode_event,
@@ -46,14 +48,24 @@ from dizzy.protocol.ids import (
     parse_event,
 )
 from dizzy.protocol.keys import Keypair
-from dizzy.protocol.verify import EntityReport, Verdict, check_author, check_links, verify_entity
+from dizzy.protocol.permissions import grant_data, revoke_data
+from dizzy.protocol.verify import (
+    PERMISSION_REASONS,
+    EntityReport,
+    Verdict,
+    check_links,
+    verify_entity,
+)
 
 __all__ = [
     "GENESIS",
+    "GRANT",
     "MAX_EVENT_BYTES",
     "MAX_NESTING",
     "MAX_PARENTS",
     "MAX_SAFE_INTEGER",
+    "PERMISSION_REASONS",
+    "REVOKE",
     "BadLinkError",
     "BadSignatureError",
     "ConcurrencyError",
@@ -79,17 +91,18 @@ __all__ = [
     "UsageError",
     "Verdict",
     "agent_id",
-    "check_author",
     "check_links",
     "decode_event",
     "encode_file",
     "entity_id",
     "event_id",
     "genesis_body",
+    "grant_data",
     "parse_agent",
     "parse_entity",
     "parse_event",
     "parse_file",
+    "revoke_data",
     "sign_event",
     "verify_entity",
     "verify_proof",

@@ -69,7 +69,9 @@ GENESIS = "dizzy.genesis"
 # Types under "dizzy." carry meaning for every peer; an unknown one is refused
 # rather than stored as opaque data, so a future rule can never be bypassed by
 # an old peer that let it through unread.
-RESERVED_TYPES = frozenset({GENESIS})
+GRANT = "dizzy.grant"
+REVOKE = "dizzy.revoke"
+RESERVED_TYPES = frozenset({GENESIS, GRANT, REVOKE})
 EVENT_CONTEXT = b"dizzy/v1/event\x00"
 ENTITY_CONTEXT = b"dizzy/v1/entity-genesis\x00"
 SIG_CHARS = 103  # 64 bytes in base32

@@ -10,7 +10,9 @@ The rules (docs/protocol.md#validity):
    id make the entity *equivocated*, a verdict every peer holding both reaches;
 3. every parent is an event of the same entity, and
    ``depth == 1 + max(depth of parents)``;
-4. the author may write to the entity: until roles exist, only its creator.
+4. the author holds a role allowing the event, and no revoke cuts it off
+   (protocol/permissions.py). An event failing only this rule is *invalid*
+   but stays part of the DAG: it is reported, not an integrity failure.
 """
 
 from __future__ import annotations
@@ -20,8 +22,12 @@ from dataclasses import dataclass, field
 
 from dizzy.protocol.errors import RemoteError
 from dizzy.protocol.event import Event, EventBody, decode_event
+from dizzy.protocol.permissions import PERMISSION_TYPES, Node, judge
 
-__all__ = ["EntityReport", "Verdict", "check_author", "check_links", "verify_entity"]
+__all__ = ["PERMISSION_REASONS", "EntityReport", "Verdict", "check_links", "verify_entity"]
+
+# Reasons of the permission rules: the event is intact but its author had no right.
+PERMISSION_REASONS = frozenset({"unauthorized", "revoked", "bad_permission"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +53,17 @@ class EntityReport:
 
     @property
     def ok(self) -> bool:
-        return (
-            self.genesis is not None and not self.equivocated and all(v.ok for v in self.verdicts)
-        )
+        """Intact: one genesis, and every event decodes, verifies and links."""
+        return self.genesis is not None and not self.equivocated and not self.failures
 
     @property
     def failures(self) -> list[Verdict]:
-        return [v for v in self.verdicts if not v.ok]
+        return [v for v in self.verdicts if not v.ok and v.reason not in PERMISSION_REASONS]
+
+    @property
+    def invalid(self) -> list[Verdict]:
+        """Intact events that the permission rules make invalid."""
+        return [v for v in self.verdicts if v.reason in PERMISSION_REASONS]
 
 
 def check_links(body: EventBody, parent_depths: Mapping[str, int]) -> str | None:
@@ -65,13 +75,6 @@ def check_links(body: EventBody, parent_depths: Mapping[str, int]) -> str | None
     expected = 1 + max(parent_depths[p] for p in body.parents)
     if body.depth != expected:
         return f"depth {body.depth} should be {expected} (1 + deepest parent)"
-    return None
-
-
-def check_author(creator: str, body: EventBody) -> str | None:
-    """Why ``body``'s author may not write it, or None (creator-only for now)."""
-    if body.author != creator:
-        return f"{body.author} holds no role on this entity (only its creator may write)"
     return None
 
 
@@ -111,7 +114,9 @@ def verify_entity(items: Iterable[tuple[str, bytes]], entity: str | None = None)
 
     # In (depth, id) order every parent is judged before its children.
     depths: dict[str, int] = {}
-    for event in sorted(events, key=lambda e: (e.depth, e.id)):
+    reasons: dict[str, tuple[str, str]] = {}
+    ordered = sorted(events, key=lambda e: (e.depth, e.id))
+    for event in ordered:
         reason, detail = "ok", ""
         if event.is_genesis:
             if len(geneses) > 1:
@@ -120,10 +125,15 @@ def verify_entity(items: Iterable[tuple[str, bytes]], entity: str | None = None)
             reason, detail = "missing_genesis", "the genesis of this entity is not present"
         elif (why := check_links(event.body, depths)) is not None:
             reason, detail = "bad_link", why
-        elif (why := check_author(report.creator, event.body)) is not None:
-            reason, detail = "unauthorized", why
         if reason == "ok":
             depths[event.event_id] = event.depth
+        else:
+            reasons[event.event_id] = (reason, detail)
+    if report.creator is not None:
+        linked = [_node(e) for e in ordered if e.event_id in depths]
+        reasons.update(judge(report.creator, linked).invalid)
+    for event in ordered:
+        reason, detail = reasons.get(event.event_id, ("ok", ""))
         report.verdicts.append(
             Verdict(
                 event.event_id,
@@ -136,3 +146,8 @@ def verify_entity(items: Iterable[tuple[str, bytes]], entity: str | None = None)
             )
         )
     return report
+
+
+def _node(event: Event) -> Node:
+    data = event.body.data if event.type in PERMISSION_TYPES else {}
+    return Node(event.event_id, event.author, event.type, event.parents, event.depth, data)

@@ -227,7 +227,7 @@ def test_sign_event_refuses_misuse() -> None:
         ({"parents": ["ev_x"]}, InvalidIdError, "bad_id"),
         ({"parents": [ROOT.entity]}, InvalidIdError, "bad_id"),
         ({"type": GENESIS}, MalformedError, "malformed"),  # parents, depth, no entity_sig
-        ({"type": "dizzy.grant"}, MalformedError, "malformed"),  # reserved, unknown
+        ({"type": "dizzy.future"}, MalformedError, "malformed"),  # reserved, unknown
         ({"type": "has space"}, MalformedError, "malformed"),
         ({"type": "1note"}, MalformedError, "malformed"),
         ({"type": "n" * 65}, MalformedError, "malformed"),

@@ -76,8 +76,11 @@ def test_any_order_and_any_batching_gives_the_same_log(order: list[Event], cuts:
         assert ids(store.events(H.entity)) == ids([H, H1, H2])
         assert store.heads(H.entity) == [H2.event_id]
         assert store.pending_count() == 1  # K
-        rejected = sorted((r["id"], r["reason"]) for r in store.rejections())
-        assert rejected == sorted([(U.event_id, "unauthorized"), (W.event_id, "bad_link")])
+        rejected = sorted((r["id"], r["reason"], r["stored"]) for r in store.quarantine())
+        # U is intact, so it stays stored, marked invalid; W never links, so it is not.
+        assert rejected == sorted(
+            [(U.event_id, "unauthorized", True), (W.event_id, "bad_link", False)]
+        )
 
 
 def test_a_reversed_stream_in_small_batches_lands_fully(store: Store) -> None:
@@ -223,14 +226,18 @@ def test_an_event_by_someone_other_than_the_creator_is_unauthorized(store: Store
     after = child(MALLORY, [intruder], {})
     report = store.ingest([root, intruder, after], source="peer-m")
     assert report.added == [root.event_id]
-    assert [(r.event_id, r.reason) for r in report.rejected] == [
-        (intruder.event_id, "unauthorized")
-    ]
-    assert store.get(intruder.event_id) is None
-    assert store.pending_count() == 1  # `after` waits for a parent that will never be stored
+    assert sorted((r.event_id, r.reason) for r in report.rejected) == sorted(
+        [(intruder.event_id, "unauthorized"), (after.event_id, "unauthorized")]
+    )
+    # Stored as evidence, marked invalid, never part of the log or its heads.
+    assert store.get(intruder.event_id) is not None and store.pending_count() == 0
+    assert ids(store.events(root.entity)) == [root.event_id]
     assert store.heads(root.entity) == [root.event_id]
-    [recorded] = store.rejections()
-    assert recorded["id"] == intruder.event_id and recorded["source"] == "peer-m"
+    recorded = store.quarantine()
+    assert {(r["id"], r["source"], r["stored"]) for r in recorded} == {
+        (intruder.event_id, "peer-m", True),
+        (after.event_id, "peer-m", True),
+    }
 
 
 @pytest.mark.parametrize("same_batch", [False, True])

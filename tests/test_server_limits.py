@@ -376,7 +376,7 @@ def test_bad_events_are_rejected_and_recorded_while_good_ones_are_stored(
     entity = root.entity
     assert log_ids(served.home, entity) == [root.event_id, first.event_id, second.event_id]
     with LocalPeer.open(served.home) as peer:
-        recorded = [r for r in peer.store.rejections() if r["source"] == "http:127.0.0.1"]
+        recorded = [r for r in peer.store.quarantine() if r["source"] == "http:127.0.0.1"]
     assert sorted(r["reason"] for r in recorded) == reasons
     assert all(r["detail"] for r in recorded)
     # Events that decoded are recorded with their id; the unreadable ones with none.
