@@ -260,16 +260,30 @@ def _event_line(e: Event) -> str:
 
 @app.command()
 @click.argument("entity")
+@click.option("--all", "everything", is_flag=True, help="Also show invalid events, marked.")
 @common
-def log(peer: LocalPeer, out: Output, entity: str) -> None:
-    """List ENTITY's events in causal order (depth, then id).
+def log(peer: LocalPeer, out: Output, entity: str, everything: bool) -> None:
+    """List ENTITY's valid events in causal order (depth, then id).
+
+    With --all, the invalid ones too (unauthorized, revoked, ...), each
+    marked with its reason.
 
     \b
     Example:
       dizzy log en_… --json
+      dizzy log en_… --all
     """
-    events = peer.log(entity)
-    out.emit([e.to_json() for e in events], [_event_line(e) for e in events])
+    events = peer.log(entity, invalid=everything)
+    invalid = peer.store.verdicts(entity) if everything else {}
+    rows, lines = [], []
+    for e in events:
+        row, line = e.to_json(), _event_line(e)
+        if e.event_id in invalid:
+            row["invalid"] = dict(zip(("reason", "detail"), invalid[e.event_id], strict=True))
+            line = f"{line}  [INVALID: {invalid[e.event_id][0]}]"
+        rows.append(row)
+        lines.append(line)
+    out.emit(rows, lines)
 
 
 @app.command()
@@ -414,4 +428,5 @@ def proof(peer: LocalPeer, out: Output, entity: str, output: Path, events: tuple
 
 
 # The network commands live in their own module; importing it registers them.
+from dizzy.cli import access as _access  # noqa: E402,F401
 from dizzy.cli import network as _network  # noqa: E402,F401

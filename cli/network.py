@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import click
 
-from dizzy.cli.main import Output, app, common
+from dizzy.cli.main import Output, _when, app, common
 from dizzy.peer import LocalPeer
 from dizzy.peer.client import TIMEOUT
 from dizzy.peer.daemon import DEFAULT_INTERVAL_S, HEADER_TIMEOUT_S, serve, sync_and_record
@@ -124,13 +124,26 @@ def peer_list(peer: LocalPeer, out: Output) -> None:
       dizzy peer list --json
     """
     peers = peer.store.peers()
-    lines = [f"{'URL':<36}{'IN':>8}{'OUT':>8}{'REJECTED':>10}{'FAILURES':>10}  LAST ERROR"]
+    sources = peer.store.sources()
+    standing = {s["source"]: s for s in sources}
+    for p in peers:  # what it sent when we pulled from it counts against its URL
+        p["standing"] = standing.get(p["url"], {}).get("standing", "ok")
+    lines = [
+        f"{'URL':<36}{'IN':>8}{'OUT':>8}{'REJECTED':>10}{'FAILURES':>10}  STANDING  LAST ERROR"
+    ]
     for p in peers:
         lines.append(
             f"{p['url']:<36}{p['received']:>8}{p['sent']:>8}{p['rejected']:>10}"
-            f"{p['failures']:>10}  {p['last_error'] or ''}"
+            f"{p['failures']:>10}  {p['standing']:<9} {p['last_error'] or ''}"
         )
-    out.emit(peers, lines if peers else "no peers yet: dizzy peer add URL")
+    if not peers:
+        lines = ["no peers yet: dizzy peer add URL"]
+    if sources:
+        lines.append("sources of invalid input (strikes in the last 10 minutes):")
+        for s in sources:
+            until = f" until {_when(s['until'])}" if s["standing"] != "ok" else ""
+            lines.append(f"  {s['source']:<44}{s['strikes']:>6}  {s['standing']}{until}")
+    out.emit({"peers": peers, "sources": sources}, lines)
 
 
 def _sync_text(report: SyncReport) -> str:

@@ -21,7 +21,9 @@ from dizzy.protocol.wire import (
     encode_reconcile,
 )
 
-__all__ = ["Client"]
+__all__ = ["AGENT_HEADER", "Client"]
+
+AGENT_HEADER = "Dizzy-Agent"  # the agent a client runs for (docs/protocol.md#http-api)
 
 TIMEOUT = aiohttp.ClientTimeout(total=300, connect=10, sock_read=60)
 _BINARY = {"Content-Type": "application/octet-stream"}
@@ -30,8 +32,15 @@ _BINARY = {"Content-Type": "application/octet-stream"}
 class Client:
     """One peer's API, over one keep-alive connection pool."""
 
-    def __init__(self, url: str, *, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        agent: str | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
+        self._headers = {AGENT_HEADER: agent} if agent else {}
         self._own = session is None
         self._session = session or aiohttp.ClientSession(timeout=TIMEOUT, auto_decompress=False)
         self.bytes_sent = 0
@@ -53,7 +62,10 @@ class Client:
         self.bytes_sent += len(body or b"")
         try:
             async with self._session.request(
-                method, self.url + path, data=body, headers=_BINARY if body is not None else None
+                method,
+                self.url + path,
+                data=body,
+                headers={**self._headers, **(_BINARY if body is not None else {})},
             ) as response:
                 data = await response.read()
                 self.bytes_received += len(data)

@@ -61,7 +61,7 @@ async def sync_and_record(
     """Sync with ``url``, record the outcome (and back-off); the report or why it failed."""
     store = service.peer.store
     try:
-        report = await sync_with(service, Client(url, session=session))
+        report = await sync_with(service, Client(url, session=session, agent=service.agent))
     except DizzyError as exc:
         error = str(exc)
         peers = {p["url"]: p for p in await service.run(store.peers)}

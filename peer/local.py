@@ -13,14 +13,22 @@ from dizzy.peer.ingest import Verifier, ingest_raw
 from dizzy.peer.keystore import create_identity, is_sealed, load_identity, read_agent_id
 from dizzy.peer.store import IngestReport, Store
 from dizzy.protocol import (
+    GRANT,
+    REVOKE,
     EntityReport,
     Event,
     Keypair,
     NotFoundError,
+    UsageError,
     encode_file,
+    grant_data,
+    parse_agent,
     parse_entity,
+    parse_event,
+    revoke_data,
     verify_entity,
 )
+from dizzy.protocol.permissions import MAX_CUTOFF
 
 __all__ = ["LocalPeer"]
 
@@ -108,15 +116,50 @@ class LocalPeer:
             self.identity, entity, type, data, clock=_clock(), expected_heads=expected_heads
         )
 
+    def grant(self, entity: str, agent: str, role: str) -> Event:
+        """Give ``agent`` a role on ``entity`` (docs/permissions.md)."""
+        parse_agent(agent)
+        return self.append(entity, GRANT, grant_data(agent, role))
+
+    def revoke(self, entity: str, agent: str, keep: Iterable[str] | None = None) -> Event:
+        """Take ``agent``'s role on ``entity`` away.
+
+        ``keep`` is the cutoff: the agent's events that stay valid with their
+        past. By default, every valid event of the agent this peer holds.
+        """
+        parse_agent(agent)
+        self._require(entity)
+        cutoff = list(keep) if keep is not None else self._latest_by(entity, agent)
+        for event in cutoff:
+            parse_event(event)
+        if len(cutoff) > MAX_CUTOFF:
+            raise UsageError(
+                f"{agent} has {len(cutoff)} concurrent latest events, over the {MAX_CUTOFF}"
+                " a revoke may keep: name the ones to keep with --keep"
+            )
+        return self.append(entity, REVOKE, revoke_data(agent, cutoff))
+
+    def _latest_by(self, entity: str, agent: str) -> list[str]:
+        """``agent``'s valid events here that no other of its valid events follows."""
+        below: dict[str, set[str]] = {}  # event -> the agent's events in its past
+        for event in self.store.events(entity, invalid=True):
+            past: set[str] = set()
+            for parent in event.parents:
+                past |= below.get(parent, set())
+            below[event.event_id] = past | ({event.event_id} if event.author == agent else set())
+        mine = [e.event_id for e in self.store.events(entity) if e.author == agent]
+        followed = set().union(*(below[m] - {m} for m in mine)) if mine else set()
+        return sorted(set(mine) - followed)
+
     def show(self, event: str) -> Event:
         found = self.store.get(event)
         if found is None:
             raise NotFoundError(f"no event {event} in this store")
         return found
 
-    def log(self, entity: str) -> list[Event]:
+    def log(self, entity: str, *, invalid: bool = False) -> list[Event]:
         self._require(entity)
-        return self.store.events(entity)
+        return self.store.events(entity, invalid=invalid)
 
     def verify(self, entity: str) -> EntityReport:
         """Re-verify every stored byte of ``entity`` (signatures, ids, links, authors)."""

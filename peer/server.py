@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version
 
 from aiohttp import web
 
+from dizzy.peer.client import AGENT_HEADER
 from dizzy.peer.service import PeerService
-from dizzy.protocol import MAX_EVENT_BYTES, OversizeError, RemoteError, entity_id
+from dizzy.protocol import MAX_EVENT_BYTES, OversizeError, RemoteError, entity_id, parse_agent
 from dizzy.protocol.reconcile import FRAME_LIMIT, Reconciler
 from dizzy.protocol.wire import (
     MAX_IDS_PER_REQUEST,
@@ -32,6 +34,7 @@ log = logging.getLogger("dizzy.peer")
 # A body must arrive within this time (16 MiB at 140 KB/s); the request head
 # within the keep-alive timeout set in daemon.py.
 BODY_TIMEOUT_S = 120.0
+THROTTLE_DELAY_S = 2.0  # added to every request of a throttled source
 SERVICE = web.AppKey("service", PeerService)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -80,12 +83,37 @@ async def _body(request: web.Request, limit: int) -> bytes:
 
 
 def _source(request: web.Request) -> str:
-    return f"http:{request.remote or 'unknown'}"
+    """Who sent a request: its address, and the agent the client says it runs for.
+
+    The agent is only a claim, used to tell apart peers behind one address
+    (every peer on one machine is 127.0.0.1); strikes count per pair.
+    """
+    source = f"http:{request.remote or 'unknown'}"
+    agent = request.headers.get(AGENT_HEADER, "")
+    try:
+        return f"{source}/{agent}" if agent and parse_agent(agent) else source
+    except RemoteError:
+        return source
+
+
+@web.middleware
+async def _throttle(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Slow down sources of repeated invalid input, then refuse them for a while."""
+    if request.method == "POST":
+        state, until = request.app[SERVICE].standing(_source(request))
+        if state == "refused":
+            wait = max(1, int(until / 1000 - time.time()))
+            answer = _error(429, "refused", f"too many invalid events from you; retry in {wait} s")
+            answer.headers["Retry-After"] = str(wait)
+            return answer
+        if state == "throttled":
+            await asyncio.sleep(THROTTLE_DELAY_S)
+    return await handler(request)
 
 
 async def info(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    agent = await service.run(lambda: _agent_or_none(service))
+    agent = service.agent
     return web.json_response(
         {
             "dizzy": version("dizzy"),
@@ -103,13 +131,6 @@ async def info(request: web.Request) -> web.Response:
             },
         }
     )
-
-
-def _agent_or_none(service: PeerService) -> str | None:
-    try:
-        return service.peer.agent_id
-    except Exception:
-        return None
 
 
 async def entities(request: web.Request) -> web.Response:
@@ -166,7 +187,7 @@ async def push_events(request: web.Request) -> web.Response:
 
 
 def make_app(service: PeerService) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=MAX_PUSH_BYTES + 1024)
+    app = web.Application(middlewares=[_errors, _throttle], client_max_size=MAX_PUSH_BYTES + 1024)
     app[SERVICE] = service
     app.router.add_get("/v1/info", info)
     app.router.add_get("/v1/entities", entities)

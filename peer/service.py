@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,13 +20,14 @@ from typing import Any, TypeVar
 from dizzy.peer.ingest import Verifier
 from dizzy.peer.local import LocalPeer
 from dizzy.peer.store import IngestReport, Rejection
-from dizzy.protocol import Event, RemoteError, parse_entity
+from dizzy.protocol import DizzyError, Event, RemoteError, parse_entity
 from dizzy.protocol.reconcile import ItemSet
 
 __all__ = ["PeerService"]
 
 T = TypeVar("T")
 _CACHED_SETS = 8
+log = logging.getLogger("dizzy.peer")
 
 
 class PeerService:
@@ -34,6 +37,15 @@ class PeerService:
         self.verifier = Verifier()
         self._db = ThreadPoolExecutor(1, thread_name_prefix="dizzy-store")
         self._sets: OrderedDict[bytes, tuple[int, ItemSet]] = OrderedDict()
+        self.agent = _agent_or_none(peer)
+        # Standing of the sources with strikes, kept here so that refusing a
+        # request needs no trip to the store thread.
+        self._standing = {s["source"]: (s["standing"], s["until"]) for s in peer.store.sources()}
+
+    def standing(self, source: str) -> tuple[str, int]:
+        """("ok" | "throttled" | "refused", until in ms) of a source of input."""
+        state, until = self._standing.get(source, ("ok", 0))
+        return (state, until) if until > time.time() * 1000 else ("ok", 0)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the store thread."""
@@ -93,4 +105,16 @@ class PeerService:
                 events.append(result)
         report = store.ingest(events, source=source, failures=failures)
         report.refused += refused
+        if report.rejected:
+            before = self.standing(source)[0]
+            self._standing[source] = store.standing(source)
+            if (now := self._standing[source][0]) != before:
+                log.warning("%s is %s after sending invalid events", source, now)
         return report
+
+
+def _agent_or_none(peer: LocalPeer) -> str | None:
+    try:
+        return peer.agent_id
+    except DizzyError:  # a relay may run without an identity of its own
+        return None

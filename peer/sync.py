@@ -26,7 +26,7 @@ from typing import Any
 from dizzy.peer.client import Client
 from dizzy.peer.service import PeerService
 from dizzy.peer.store import IngestReport
-from dizzy.protocol import Event, RemoteError, parse_entity
+from dizzy.protocol import Event, RemoteError, TransportError, parse_entity
 from dizzy.protocol.reconcile import Reconciler
 from dizzy.protocol.wire import MAX_IDS_PER_REQUEST, MAX_SCOPE
 
@@ -58,6 +58,12 @@ class SyncReport:
 async def sync_with(service: PeerService, client: Client) -> SyncReport:
     started = time.monotonic()
     report = SyncReport(client.url)
+    state, until = service.standing(client.url)
+    if state == "refused":
+        raise TransportError(
+            f"{client.url} sent too many invalid events; not syncing with it for"
+            f" {max(1, until // 1000 - int(time.time()))} s"
+        )
     extra: list[bytes] = []
     if service.relay:
         extra = [parse_entity(e) for e in await client.entities()]

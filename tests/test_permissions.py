@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from helpers import agent, child, genesis, reshape
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +28,6 @@ from dizzy.protocol import (
     verify_entity,
 )
 from dizzy.protocol.permissions import Node, Verdicts, judge
-from tests.helpers import agent, child, genesis, reshape
 
 OWNER, ADA, BOB, CY, DAN = (agent(n) for n in ("owner", "ada", "bob", "cy", "dan"))
 

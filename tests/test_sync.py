@@ -243,7 +243,7 @@ def test_sync_with_an_unreachable_peer_fails_cleanly(tmp_path: Path, daemons: Da
     dizzy(b, "peer", "add", url)
     before = int(time.time() * 1000)
     assert dizzy(b, "sync", check=False).returncode == 1
-    (row,) = dizzy_json(b, "peer", "list")
+    (row,) = dizzy_json(b, "peer", "list")["peers"]
     assert row["url"] == url and row["failures"] == 1
     assert row["last_error"] and url in row["last_error"]
     assert row["next_try"] > before  # backed off: not before some time from now
@@ -251,7 +251,7 @@ def test_sync_with_an_unreachable_peer_fails_cleanly(tmp_path: Path, daemons: Da
 
     before = int(time.time() * 1000)
     assert dizzy(b, "sync", check=False).returncode == 1
-    (row,) = dizzy_json(b, "peer", "list")
+    (row,) = dizzy_json(b, "peer", "list")["peers"]
     assert row["failures"] == 2 and row["next_try"] - before > first_wait  # and longer each time
     table = dizzy(b, "peer", "list").stdout.splitlines()
     assert "FAILURES" in table[0] and url in table[1] and " 2 " in table[1]

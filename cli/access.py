@@ -1,0 +1,131 @@
+"""``dizzy grant``, ``revoke``, ``members`` and ``quarantine`` (docs/permissions.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from dizzy.cli.main import Output, _when, app, common
+from dizzy.peer import LocalPeer
+from dizzy.protocol import NotFoundError
+
+
+@app.command()
+@click.argument("entity")
+@click.argument("agent")
+@click.option("--role", type=click.Choice(["writer", "admin"]), default="writer", show_default=True)
+@common
+def grant(peer: LocalPeer, out: Output, entity: str, agent: str, role: str) -> None:
+    """Give AGENT a role on ENTITY: writers append, admins also grant and revoke writers.
+
+    Only the owner (the creator) grants admin.
+
+    \b
+    Example:
+      dizzy grant en_… ag_… --role writer
+    """
+    event = peer.grant(entity, agent, role)
+    out.emit(
+        {"event": event.event_id, "entity": entity, "agent": agent, "role": role},
+        f"{event.event_id}  {agent} is now {role} of {entity}",
+    )
+
+
+@app.command()
+@click.argument("entity")
+@click.argument("agent")
+@click.option(
+    "--keep",
+    multiple=True,
+    help="The cutoff: AGENT's events that stay valid, with their past"
+    " (repeatable; default: all of AGENT's valid events held here).",
+)
+@common
+def revoke(peer: LocalPeer, out: Output, entity: str, agent: str, keep: tuple[str, ...]) -> None:
+    """Take AGENT's role on ENTITY away.
+
+    Every event of AGENT outside the cutoff's past becomes invalid on every
+    peer, including events made later and attached to old parents.
+
+    \b
+    Example:
+      dizzy revoke en_… ag_…
+    """
+    event = peer.revoke(entity, agent, list(keep) if keep else None)
+    cutoff = event.body.data["cutoff"]
+    out.emit(
+        {"event": event.event_id, "entity": entity, "agent": agent, "cutoff": cutoff},
+        f"{event.event_id}  {agent} revoked; {len(cutoff)} of its latest events kept as cutoff",
+    )
+
+
+@app.command()
+@click.argument("entity")
+@common
+def members(peer: LocalPeer, out: Output, entity: str) -> None:
+    """List who may write to ENTITY now, and their roles.
+
+    \b
+    Example:
+      dizzy members en_… --json
+    """
+    found = peer.store.members(entity)
+    rows = [{"agent": agent, "role": role} for agent, role in found.items()]
+    out.emit(rows, [f"{r['role']:<8}{r['agent']}" for r in rows])
+
+
+@app.group()
+def quarantine() -> None:
+    """What this peer rejected or holds as invalid, and why."""
+
+
+def _line(r: dict[str, Any]) -> str:
+    where = "stored" if r["stored"] else "refused"
+    return (
+        f"{_when(r['at'])}  {r['id'] or '(undecodable)':<56}  {r['reason']:<18}"
+        f"{where:<8}  from {r['source']}"
+    )
+
+
+@quarantine.command("list")
+@click.option("--entity", help="Only what concerns this entity.")
+@common
+def quarantine_list(peer: LocalPeer, out: Output, entity: str | None) -> None:
+    """List everything rejected: bad signatures, non-canonical bytes,
+    unauthorized or revoked events, ancestors that never came, ...
+
+    "stored" events are intact and kept (they may become valid when what they
+    lack arrives); "refused" ones were never stored as events.
+
+    \b
+    Example:
+      dizzy quarantine list --json
+    """
+    rows = peer.store.quarantine()
+    if entity is not None:
+        rows = [r for r in rows if r["entity"] == entity]
+    out.emit(rows, [_line(r) for r in rows] if rows else "nothing in quarantine")
+
+
+@quarantine.command("why")
+@click.argument("event")
+@common
+def quarantine_why(peer: LocalPeer, out: Output, event: str) -> None:
+    """Say why EVENT was rejected or is invalid.
+
+    \b
+    Example:
+      dizzy quarantine why ev_…
+    """
+    rows = peer.store.quarantine(event)
+    if not rows:
+        raise NotFoundError(f"{event} is not in quarantine")
+    out.emit(
+        rows,
+        [
+            f"{r['id']}: {r['reason']}: {r['detail']}"
+            f" (from {r['source']}, {_when(r['at'])}, {'stored' if r['stored'] else 'refused'})"
+            for r in rows
+        ],
+    )
