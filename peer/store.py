@@ -64,8 +64,9 @@ __all__ = ["MAX_PENDING", "EntityInfo", "IngestReport", "Rejection", "Store"]
 
 MAX_PENDING = 100_000
 PENDING_TTL_MS = 24 * 3600 * 1000  # an event waiting longer for ancestors is quarantined
-# Rejection reasons that are the sender's fault, and count against it.
-_NOT_SENDERS_FAULT = frozenset({"missing_ancestors"})
+# Rejection reasons that are not the sender's fault: ancestors may simply be
+# unavailable, and revoked events travel on purpose (see event_ids).
+_NOT_SENDERS_FAULT = frozenset({"missing_ancestors", "revoked"})
 BUSY_TIMEOUT_S = 30.0
 _ROWS_PER_INSERT = 500  # events stored by one INSERT statement
 
@@ -580,7 +581,7 @@ class Store:
         return [r[0] for r in self._read("SELECT id FROM entities ORDER BY id")]
 
     def event_ids(self, entities: Sequence[bytes]) -> list[bytes]:
-        """Ids of every stored valid event of ``entities`` (keys)."""
+        """Ids of the stored events of ``entities`` (keys) to offer peers."""
         found: list[bytes] = []
         for start in range(0, len(entities), 500):
             chunk = entities[start : start + 500]
@@ -588,8 +589,11 @@ class Store:
                 r[0]
                 for r in self._read(
                     f"SELECT id FROM events e WHERE entity IN ({','.join('?' * len(chunk))})"
-                    # Invalid events are not offered: they spread no further.
-                    " AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.id = e.id)",
+                    # Events of agents without a role are not offered: they spread
+                    # no further than the peer they were sent to. Revoked ones are:
+                    # every peer should see what a revoked member still tried.
+                    " AND NOT EXISTS (SELECT 1 FROM verdicts v"
+                    " WHERE v.id = e.id AND v.reason != 'revoked')",
                     chunk,
                 )
             ]

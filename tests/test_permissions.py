@@ -247,11 +247,13 @@ def test_verify_reports_invalid_events_without_failing_the_entity() -> None:
     assert report.invalid[0].reason == "revoked"
 
 
-def test_invalid_events_are_not_offered_to_other_peers(store: Store) -> None:
-    store.ingest([G, GB, B1, B2, R, LATE], source="peer")
-    key = store.held()[0]
-    offered = set(store.event_ids([key]))
-    assert LATE.id not in offered and R.id in offered
+def test_unauthorized_events_are_not_offered_to_other_peers_but_revoked_ones_are(
+    store: Store,
+) -> None:
+    intruder = child(DAN, [G], {"spam": True})
+    store.ingest([G, GB, B1, B2, R, LATE, intruder], source="peer")
+    offered = set(store.event_ids(store.held()))
+    assert intruder.id not in offered and {LATE.id, R.id} <= offered
 
 
 # -- the property: any split across peers, any order, the same verdicts -----------------
