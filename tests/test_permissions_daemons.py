@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from daemons import Daemons, dizzy, dizzy_json, log_ids, make_home, wait_until
@@ -39,7 +40,7 @@ def quarantined(home: Path) -> dict[str, str]:
     return {r["id"]: r["reason"] for r in dizzy_json(home, "quarantine", "list")}
 
 
-def push(url: str, events: list[Event], agent: str) -> tuple[int, dict[str, object]]:
+def push(url: str, events: list[Event], agent: str) -> tuple[int, dict[str, Any]]:
     """POST events as any client could, claiming to run for ``agent``."""
     req = urllib.request.Request(
         url + "/v1/events",
@@ -113,7 +114,7 @@ def test_a_revoked_writer_and_an_intruder_are_rejected_everywhere(
         dan, root = peer.identity, peer.store.events(entity)[0]
     forged = [child(dan, [root], {"n": n}) for n in range(REFUSE_AT + 16)]
     status, report = push(dc.url, forged[:4], dan.agent_id)
-    assert status == 200 and {r["reason"] for r in report["rejected"]} == {"unauthorized"}  # type: ignore[union-attr]
+    assert status == 200 and {r["reason"] for r in report["rejected"]} == {"unauthorized"}
     statuses = [push(da.url, forged[i : i + 16], dan.agent_id)[0] for i in range(0, 80, 16)]
     assert statuses[:4] == [200] * 4 and statuses[4] == 429, statuses
     listing = dizzy(a, "peer", "list").stdout
