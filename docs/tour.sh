@@ -17,5 +17,12 @@ step dizzy verify "$ENTITY"
 PROOF="$(dirname "$DIZZY_HOME")/survey.proof"
 step dizzy proof "$ENTITY" -o "$PROOF"
 step dizzy verify --proof "$PROOF" --home "$(dirname "$DIZZY_HOME")/nobody"
+BOB_HOME="$(dirname "$DIZZY_HOME")/bob"
+dizzy init --home "$BOB_HOME" >/dev/null 2>&1
+BOB=$(dizzy id --home "$BOB_HOME")
+step dizzy grant "$ENTITY" "$BOB" --role writer
+step dizzy members "$ENTITY"
+step dizzy revoke "$ENTITY" "$BOB"
+step dizzy quarantine list
 echo
 echo "home used for this tour: $DIZZY_HOME"

@@ -129,3 +129,21 @@ def test_a_revoked_writer_and_an_intruder_are_rejected_everywhere(
         log = daemon.log()
         assert "Traceback" not in log and "locked" not in log, log
     assert f"{dan.agent_id} is refused" in da.log()
+
+
+def test_bad_input_to_the_permission_commands_gets_one_line(tmp_path: Path) -> None:
+    a = make_home(tmp_path / "a")
+    entity = dizzy(a, "entity", "create", "--kind", "doc").stdout.strip()
+    cases = [
+        (("grant", entity, "ag_nobody"), "agent id"),
+        (("grant", entity, agent_of(a)), "owner's role cannot change"),
+        (("revoke", entity, agent_of(a), "--keep", "ev_x"), "event id"),
+        (("quarantine", "why", "ev_" + "a" * 52), "not in quarantine"),
+        (("members", "en_" + "a" * 52), "not a valid Ed25519 public key"),
+    ]
+    for args, expected in cases:
+        result = dizzy(a, *args, check=False)
+        assert result.returncode == 1, (args, result)
+        assert expected in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+    assert dizzy_json(a, "members", entity) == [{"agent": agent_of(a), "role": "owner"}]
+    assert dizzy_json(a, "quarantine", "list") == []
