@@ -21,6 +21,7 @@ import click
 
 from dizzy.peer import LocalPeer
 from dizzy.protocol import (
+    PERMISSION_REASONS,
     DizzyError,
     EntityReport,
     Event,
@@ -348,14 +349,20 @@ def _report_text(report: EntityReport) -> list[str]:
     else:
         lines.append("creator  unknown: no valid genesis")
     for v in report.verdicts:
-        mark = "ok  " if v.ok else "FAIL"
+        mark = "ok  " if v.ok else "INVALID" if v.reason in PERMISSION_REASONS else "FAIL"
         who = f" by {v.author}" if v.author else ""
         what = f" {v.type}" if v.type else ""
         why = "" if v.ok else f"  {v.reason}: {v.detail}"
         lines.append(f"{mark} {v.event_id}{what}{who}{why}")
     good = sum(v.ok for v in report.verdicts)
+    invalid = len(report.invalid)
     lines.append(
         f"{good} of {len(report.verdicts)} events verify"
+        + (
+            f"; {invalid} intact but invalid (no right to write, kept as evidence)"
+            if invalid
+            else ""
+        )
         + ("" if report.ok else " — VERIFICATION FAILED")
     )
     return lines

@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 
 from dizzy.peer import Store
 from dizzy.peer.ingest import ingest_raw
+from dizzy.peer.store import PENDING_TTL_MS
+from dizzy.peer.verdicts import REFUSE_AT, REFUSE_MS, THROTTLE_AT
 from dizzy.protocol import (
     GRANT,
     REVOKE,
@@ -345,3 +347,44 @@ def test_every_peer_reaches_the_same_verdicts_whatever_the_order(
 def _batches(rng: random.Random, events: list[Event]) -> list[list[Event]]:
     cuts = sorted(rng.sample(range(1, len(events)), min(3, len(events) - 1)))
     return [events[a:b] for a, b in itertools.pairwise([0, *cuts, len(events)])]
+
+
+# -- time limits: pending events and strikes ---------------------------------------------
+
+
+def test_events_whose_ancestors_never_come_are_quarantined_after_a_day(tmp_path: Path) -> None:
+    clock = [0]
+    with Store(tmp_path / "dizzy.db", now=lambda: clock[0]) as store:
+        store.ingest([G, B1], source="peer-x")  # B1's parent GB is missing
+        assert store.pending_count() == 1
+        clock[0] = PENDING_TTL_MS + 1
+        store.ingest([genesis(OWNER, "unrelated")], source="peer-y")
+        assert store.pending_count() == 0
+        [row] = store.quarantine()
+        assert (row["id"], row["reason"], row["source"]) == (
+            B1.event_id,
+            "missing_ancestors",
+            "peer-x",
+        )
+        assert store.sources() == []  # not the sender's fault
+        # When the ancestor turns up after all, the event is simply welcome again.
+        store.ingest([GB, B1], source="peer-y")
+        assert B1.event_id in {e.event_id for e in store.events(G.entity)}
+
+
+def test_strikes_throttle_then_refuse_a_source_for_a_while(tmp_path: Path) -> None:
+    clock = [0]
+    with Store(tmp_path / "dizzy.db", now=lambda: clock[0]) as store:
+        store.ingest([G], source="peer")
+        spam = [child(DAN, [G], {"n": n}) for n in range(REFUSE_AT)]
+        store.ingest(spam[: THROTTLE_AT - 1], source="dan")
+        assert store.standing("dan") == ("ok", 0)
+        store.ingest(spam[THROTTLE_AT - 1 : THROTTLE_AT], source="dan")
+        assert store.standing("dan")[0] == "throttled"
+        store.ingest(spam[THROTTLE_AT:], source="dan")
+        assert store.standing("dan") == ("refused", REFUSE_MS)
+        assert store.standing("peer") == ("ok", 0)
+        clock[0] = REFUSE_MS + 1
+        assert store.standing("dan") == ("ok", 0)
+        [row] = store.sources()
+        assert (row["source"], row["strikes"]) == ("dan", REFUSE_AT)

@@ -99,6 +99,8 @@ def test_a_revoked_writer_and_an_intruder_are_rejected_everywhere(
     shown = dizzy(a, "log", entity, "--all").stdout
     assert f"{late[0]}" in shown and "INVALID: revoked" in shown
     assert late[0] not in dizzy(a, "log", entity).stdout
+    verified = dizzy(a, "verify", entity)  # intact: exit 0, the invalid events named
+    assert f"INVALID {late[0]}" in verified.stdout and "2 intact but invalid" in verified.stdout
     # B learnt of the revoke in the same sync: its own late events are invalid there too.
     assert all(i not in log_ids(b, entity) for i in late)
     refused = dizzy(b, "append", entity, "note", "--data", "{}", check=False)
