@@ -58,7 +58,7 @@ from dizzy.protocol import (
     parse_event,
     sign_event,
 )
-from dizzy.protocol.permissions import ROLE_NAMES
+from dizzy.protocol.permissions import PERMISSION_TYPES, ROLE_NAMES
 
 __all__ = ["MAX_PENDING", "EntityInfo", "IngestReport", "Rejection", "Store"]
 
@@ -327,7 +327,8 @@ class Store:
             if shared:
                 # A grant or revoke can change the verdicts of events stored before.
                 db.execute("UPDATE entities SET shared=1 WHERE id=?", (key,))
-                rejudge(db, key, self._now())
+                permission = any(e.type in PERMISSION_TYPES for e in events)
+                rejudge(db, key, self._now(), {e.event_id for e in events}, permission=permission)
         return events
 
     # -- ingest of verified events from elsewhere ------------------------------------
@@ -369,7 +370,10 @@ class Store:
             judge.flush()
             self._insert_rows(db, judge.accepted, now, source)
             for entity in sorted(judge.shared):
-                self._apply(rejudge(db, entity, now, judge.arrived), report)
+                changes = rejudge(
+                    db, entity, now, judge.arrived, permission=entity in judge.permission
+                )
+                self._apply(changes, report)
             for raw, error in failures:
                 db.execute(
                     "INSERT INTO rejections VALUES (NULL, NULL, ?, ?, ?, ?, ?)",
@@ -735,6 +739,7 @@ class _Judge:
         self.names: dict[str, bytes] = {}  # accepted here: printable id -> id
         self.creators: dict[bytes, str | None] = {}
         self.shared: set[bytes] = set()  # entities to judge as a whole once stored
+        self.permission: set[bytes] = set()  # entities that got grants or revokes
         self.flags: dict[bytes, bool] = {}  # entities.shared, as read
         self.heads_gone: set[tuple[bytes, bytes]] = set()
         self.heads_new: set[tuple[bytes, bytes]] = set()
@@ -782,6 +787,8 @@ class _Judge:
             is_shared_write(creator, event.author, event.type) or self._is_shared(entity)
         ):
             self.shared.add(entity)
+        if event.type in PERMISSION_TYPES:
+            self.permission.add(entity)
         self._accept(event, entity, keys)
         for key in keys:
             self.heads_gone.add((entity, key))

@@ -57,8 +57,10 @@ def is_shared_write(creator: str, author: str, type: str) -> bool:
     return author != creator or type in PERMISSION_TYPES
 
 
-def entity_verdicts(db: sqlite3.Connection, entity: bytes) -> Verdicts:
-    """Judge every stored event of ``entity`` (a key) afresh."""
+def entity_verdicts(
+    db: sqlite3.Connection, entity: bytes, only: AbstractSet[str] | None = None
+) -> Verdicts:
+    """Judge the stored events of ``entity`` (a key) afresh (see ``judge`` for ``only``)."""
     creator = db.execute("SELECT creator FROM entities WHERE id=?", (entity,)).fetchone()[0]
     nodes = []
     for key, raw in db.execute("SELECT id, raw FROM events WHERE entity=?", (entity,)):
@@ -74,20 +76,35 @@ def entity_verdicts(db: sqlite3.Connection, entity: bytes) -> Verdicts:
                 doc["data"] if type_ in PERMISSION_TYPES else {},
             )
         )
-    return judge(agent_id(creator), nodes)
+    return judge(agent_id(creator), nodes, only)
 
 
 def rejudge(
-    db: sqlite3.Connection, entity: bytes, now: int, arrived: AbstractSet[str] = frozenset()
+    db: sqlite3.Connection,
+    entity: bytes,
+    now: int,
+    arrived: AbstractSet[str] = frozenset(),
+    *,
+    permission: bool = True,
 ) -> Changes:
-    """Recompute ``entity``'s verdicts; ``arrived`` are the ids just stored."""
-    verdicts = entity_verdicts(db, entity)
+    """Recompute ``entity``'s verdicts; ``arrived`` are the ids just stored,
+    ``permission`` says whether grants or revokes are among them.
+
+    Only grants and revokes change the verdicts of other events: when none
+    arrived, the events stored before keep theirs and only the new ones are
+    judged (the cost is then reading the entity, not judging all of it).
+    """
     before = {
         event_id(k): (reason, detail)
         for k, reason, detail in db.execute(
             "SELECT id, reason, detail FROM verdicts WHERE entity=?", (entity,)
         )
     }
+    verdicts = entity_verdicts(db, entity, None if permission else arrived)
+    if not permission:
+        for name, why in before.items():
+            if name not in arrived:
+                verdicts.invalid.setdefault(name, why)
     changes = Changes()
     for name, (reason, detail) in sorted(verdicts.invalid.items()):
         if before.get(name) == (reason, detail):

@@ -31,6 +31,7 @@ invalid.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,8 +136,11 @@ def _union(
 
 
 class _Judge:
-    def __init__(self, owner: str, nodes: Sequence[Node]) -> None:
+    def __init__(
+        self, owner: str, nodes: Sequence[Node], only: AbstractSet[str] | None = None
+    ) -> None:
         self.owner = owner
+        self.only = only
         self.nodes = {n.id: n for n in nodes}
         self.order = sorted(nodes, key=lambda n: (n.depth, n.id))
         self.targets = {n.id: _target(n) for n in self.order if n.type in PERMISSION_TYPES}
@@ -259,6 +263,8 @@ class _Judge:
         for n in self.order:
             if n.author == self.owner or n.type == REVOKE or n.id in invalid:
                 continue
+            if self.only is not None and n.id not in self.only and n.type != GRANT:
+                continue
             if (why := self.why_not(n, self.past[n.id])) is not None:
                 invalid[n.id] = why
             elif n.type == GRANT:
@@ -293,6 +299,12 @@ class _Judge:
         return seen
 
 
-def judge(owner: str, nodes: Sequence[Node]) -> Verdicts:
-    """Verdicts for one entity's events (its genesis included, links checked)."""
-    return _Judge(owner, nodes).run()
+def judge(owner: str, nodes: Sequence[Node], only: AbstractSet[str] | None = None) -> Verdicts:
+    """Verdicts for one entity's events (its genesis included, links checked).
+
+    With ``only``, events other than grants and revokes are judged only if
+    their id is in it: for a caller that knows the verdicts of the rest are
+    unchanged (no grant or revoke arrived since), so they are not in
+    ``invalid`` whatever they are.
+    """
+    return _Judge(owner, nodes, only).run()
