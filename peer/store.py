@@ -277,13 +277,13 @@ class Store:
         key = parse_entity(entity)
         items = list(items)
         with self._write() as db:
-            row = db.execute("SELECT creator, shared FROM entities WHERE id=?", (key,)).fetchone()
+            row = db.execute("SELECT creator FROM entities WHERE id=?", (key,)).fetchone()
             if row is None:
                 raise NotFoundError(f"no entity {entity} in this store")
             creator = agent_id(row[0])
             author_id = author.agent_id  # base32 of the key: once, not once per event
-            # Entities only their creator writes need no judging (the fast path).
-            shared = bool(row[1]) or any(is_shared_write(creator, author_id, t) for t, _ in items)
+            # The creator's own events of other types are always valid: no judging.
+            shared = any(is_shared_write(creator, author_id, t) for t, _ in items)
             heads = db.execute(
                 "SELECT h.id, e.depth FROM heads h JOIN events e ON e.id = h.id"
                 " WHERE h.entity=? ORDER BY e.depth DESC, h.id",
@@ -325,10 +325,11 @@ class Store:
             )
             db.execute("INSERT INTO heads VALUES (?, ?)", (key, events[-1].id))
             if shared:
-                # A grant or revoke can change the verdicts of events stored before.
                 db.execute("UPDATE entities SET shared=1 WHERE id=?", (key,))
-                permission = any(e.type in PERMISSION_TYPES for e in events)
-                rejudge(db, key, self._now(), {e.event_id for e in events}, permission=permission)
+            if any(type_ in PERMISSION_TYPES for type_, _ in items):
+                # A grant or revoke can change the verdicts of events stored before
+                # (the new events themselves were checked above).
+                rejudge(db, key, self._now(), {e.event_id for e in events})
         return events
 
     # -- ingest of verified events from elsewhere ------------------------------------
