@@ -436,4 +436,5 @@ def proof(peer: LocalPeer, out: Output, entity: str, output: Path, events: tuple
 
 # The network commands live in their own module; importing it registers them.
 from dizzy.cli import access as _access  # noqa: E402,F401
+from dizzy.cli import files as _files  # noqa: E402,F401
 from dizzy.cli import network as _network  # noqa: E402,F401

@@ -11,6 +11,7 @@ from importlib.metadata import version
 
 from aiohttp import web
 
+from dizzy.peer.blobs import BlobStore
 from dizzy.peer.client import AGENT_HEADER
 from dizzy.peer.service import PeerService
 from dizzy.protocol import MAX_EVENT_BYTES, OversizeError, RemoteError, entity_id, parse_agent
@@ -186,6 +187,15 @@ async def push_events(request: web.Request) -> web.Response:
     return web.json_response(report.to_json())
 
 
+async def get_blob(request: web.Request) -> web.StreamResponse:
+    """A chunk or manifest, streamed from disk (Range requests too)."""
+    service = request.app[SERVICE]
+    path = BlobStore(service.peer.home.path / "blobs").path(request.match_info["blob"])
+    if not path.is_file():
+        return _error(404, "not_found", "no such blob here")
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+
+
 def make_app(service: PeerService) -> web.Application:
     app = web.Application(middlewares=[_errors, _throttle], client_max_size=MAX_PUSH_BYTES + 1024)
     app[SERVICE] = service
@@ -195,4 +205,5 @@ def make_app(service: PeerService) -> web.Application:
     app.router.add_post("/v1/events/get", get_events)
     app.router.add_post("/v1/events/depths", depths)
     app.router.add_post("/v1/events", push_events)
+    app.router.add_get("/v1/blobs/{blob}", get_blob)
     return app

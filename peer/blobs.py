@@ -1,0 +1,72 @@
+"""The blob store of a home: chunks and manifests, each kept once by its BLAKE3 name.
+
+``blobs/ab/cdef…``: a blob is written under a temporary name, flushed, then
+renamed, so a blob that exists is whole; a crash leaves at most a stray
+temporary file, removed on the next write of that blob. Nothing is stored
+whose bytes do not hash to its name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import blake3
+from fastcdc import fastcdc
+
+from dizzy.protocol import MalformedError, StoreError
+from dizzy.protocol.manifest import MAX_CHUNK_BYTES, check_blob_id
+
+__all__ = ["AVG_CHUNK", "MAX_CHUNK", "MIN_CHUNK", "BlobStore"]
+
+# Content-defined chunk sizes: an edit changes one or two chunks around it.
+MIN_CHUNK, AVG_CHUNK, MAX_CHUNK = 256 << 10, 1 << 20, MAX_CHUNK_BYTES
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, digest: str) -> Path:
+        check_blob_id(digest)
+        return self.root / digest[:2] / digest[2:]
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def read(self, digest: str) -> bytes:
+        try:
+            return self.path(digest).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"blob {digest} is not in this home") from None
+
+    def put(self, data: bytes, digest: str | None = None) -> str:
+        """Store ``data``; with ``digest``, only if the bytes hash to it (MalformedError if not)."""
+        actual = blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
+        if digest is not None and actual != digest:
+            raise MalformedError(f"blob bytes hash to {actual}, not {digest}")
+        target = self.path(actual)
+        if target.is_file():
+            return actual
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        try:
+            with open(tmp, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            tmp.replace(target)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot store blob {actual}: {exc.strerror or exc}") from exc
+        return actual
+
+    def chunk_file(self, path: Path) -> Iterator[tuple[str, int]]:
+        """Split ``path`` into content-defined chunks, store each; yield (id, size)."""
+        if path.stat().st_size == 0:
+            return
+        for chunk in fastcdc(
+            str(path), min_size=MIN_CHUNK, avg_size=AVG_CHUNK, max_size=MAX_CHUNK, fat=True
+        ):
+            yield self.put(chunk.data), chunk.length

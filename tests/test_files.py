@@ -1,0 +1,182 @@
+"""Datasets: manifests from untrusted peers, and sharing and fetching folders
+between real daemons (docs/files.md)."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from daemons import Daemons, dizzy, dizzy_json, make_home
+
+from dizzy.peer import LocalPeer
+from dizzy.peer.datasets import blobs, write_tree
+from dizzy.protocol import MalformedError, OversizeError
+from dizzy.protocol.manifest import FileEntry, Manifest, blob_id, decode_manifest, safe_path
+
+H = "0" * 64
+
+
+def doc(*files: dict[str, object]) -> bytes:
+    return orjson.dumps({"files": list(files), "v": 1})
+
+
+def entry(path: str, size: int = 1, mode: int = 0o644) -> dict[str, object]:
+    return {"path": path, "size": size, "mode": mode, "chunks": [[H, size]] if size else []}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etc/passwd",
+        "../up",
+        "a/../../up",
+        "a/./b",
+        "a//b",
+        "C:/windows",
+        "c:x",
+        "a\\b",
+        "nul\x00byte",
+        "",
+        "trailing/",
+        "cafe\u0301",  # not NFC
+        "bell\x07",
+    ],
+)
+def test_unsafe_paths_are_rejected(path: str) -> None:
+    with pytest.raises(MalformedError):
+        safe_path(path)
+    with pytest.raises(MalformedError):
+        decode_manifest(doc(entry(path)))
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        [entry("Read.me"), entry("read.ME")],  # collide on a case-insensitive disk
+        [entry("a"), entry("a/b")],  # a file that is also a folder
+        [entry("b"), entry("a")],  # not sorted
+        [{**entry("a"), "size": 2}],  # chunk sizes do not add up
+        [{**entry("a"), "mode": 0o4755}],  # setuid
+        [{**entry("a"), "chunks": [["XYZ", 1]]}],
+        [{**entry("a"), "extra": 1}],
+    ],
+)
+def test_malformed_manifests_are_rejected(files: list[dict[str, object]]) -> None:
+    with pytest.raises(MalformedError):
+        decode_manifest(doc(*files))
+
+
+def test_limits_and_round_trip() -> None:
+    with pytest.raises(OversizeError):
+        decode_manifest(b" " * (33 << 20))
+    manifest = Manifest.build(
+        [FileEntry("b/c.bin", 3, 0o755, ((H, 1), ("1" * 64, 2))), FileEntry("a", 0, 0o644, ())]
+    )
+    assert decode_manifest(manifest.encode()) == manifest
+    assert [f.path for f in manifest.files] == ["a", "b/c.bin"] and manifest.size == 3
+    assert blob_id(b"") == "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+
+
+def test_a_symlink_in_the_target_folder_cannot_lead_a_write_outside(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    outside, dest = tmp_path / "outside", tmp_path / "dest"
+    outside.mkdir()
+    dest.mkdir()
+    (dest / "sub").symlink_to(outside)
+    with LocalPeer.open(home) as peer:
+        digest = blobs(peer).put(b"payload")
+        manifest = Manifest.build([FileEntry("sub/x", 7, 0o644, ((digest, 7),))])
+        with pytest.raises(MalformedError, match="outside"):
+            write_tree(peer, manifest, dest)
+    assert list(outside.iterdir()) == []
+
+
+# -- real daemons ----------------------------------------------------------------------
+
+BIG = 24 << 20
+
+
+@pytest.fixture
+def daemons() -> Iterator[Daemons]:
+    with Daemons() as started:
+        yield started
+
+
+def make_tree(root: Path) -> None:
+    rng = random.Random(7)
+    (root / "nested" / "deeper").mkdir(parents=True)
+    (root / "big.bin").write_bytes(rng.randbytes(BIG))
+    (root / "nested" / "notes.txt").write_text("hello\n" * 1000)
+    (root / "nested" / "deeper" / "empty").write_bytes(b"")
+    (root / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (root / "run.sh").chmod(0o755)
+
+
+def tree(root: Path) -> dict[str, tuple[int, int, bytes]]:
+    return {
+        p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mode & 0o777, p.read_bytes())
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def test_share_and_fetch_through_a_daemon_then_a_new_version_moves_only_the_change(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    a, b = make_home(tmp_path / "a"), make_home(tmp_path / "b")
+    source = tmp_path / "survey"
+    make_tree(source)
+    shared = dizzy_json(a, "share", str(source), "--name", "survey", "-m", "first")
+    entity = shared["entity"]
+    assert shared["files"] == 4 and shared["bytes"] == sum(s for s, _, _ in tree(source).values())
+    da = daemons.start(a)
+
+    out = tmp_path / "copy"
+    fetched = dizzy_json(b, "fetch", entity, "--to", str(out), "--peer", da.url)
+    assert tree(out) == tree(source)
+    assert fetched["bytes_fetched"] >= BIG and fetched["bad_chunks"] == 0
+    assert [v["message"] for v in dizzy_json(b, "versions", entity)] == ["first"]
+    assert {f["path"] for f in dizzy_json(b, "ls", entity)} == set(tree(source))
+
+    # Version 2: 1 MB changed in the middle of the big file.
+    with open(source / "big.bin", "r+b") as handle:
+        handle.seek(BIG // 2)
+        handle.write(os.urandom(1 << 20))
+    dizzy(a, "share", str(source), "--entity", entity, "-m", "second")
+    dizzy(b, "sync", da.url)
+    again = dizzy_json(b, "fetch", entity, "--to", str(out), "--peer", da.url)
+    assert again["version"] == 2 and tree(out) == tree(source)
+    # Only the chunks around the change move (chunks average 1 MiB, at most 4 MiB).
+    assert again["bytes_fetched"] < 6 << 20, again
+    assert again["chunks_reused"] >= 10
+
+    # Fetching version 1 again needs nothing new: every chunk is here.
+    old = dizzy_json(b, "fetch", entity, "--version", "1", "--to", str(tmp_path / "v1"))
+    assert old["bytes_fetched"] == 0 and old["version"] == 1
+
+
+def test_a_chunk_with_wrong_bytes_is_discarded_and_fetched_elsewhere(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    a, b, c = (make_home(tmp_path / n) for n in "abc")
+    source = tmp_path / "data"
+    source.mkdir()
+    (source / "file.bin").write_bytes(random.Random(1).randbytes(6 << 20))
+    entity = dizzy_json(a, "share", str(source))["entity"]
+    # C serves garbage under the name of every blob A holds.
+    for blob in (a / "blobs").rglob("*"):
+        if blob.is_file():
+            fake = c / "blobs" / blob.parent.name / blob.name
+            fake.parent.mkdir(parents=True, exist_ok=True)
+            fake.write_bytes(b"not the right bytes")
+    da, dc = daemons.start(a), daemons.start(c)
+    dizzy(b, "follow", entity)
+    dizzy(b, "sync", da.url)
+    out = tmp_path / "out"
+    result = dizzy_json(b, "fetch", entity, "--to", str(out), "--peer", dc.url, "--peer", da.url)
+    assert result["bad_chunks"] >= 1 and tree(out) == tree(source)
+    assert not any(p.name.endswith(".tmp") for p in (b / "blobs").rglob("*"))
