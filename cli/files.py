@@ -118,6 +118,8 @@ def fetch_cmd(
     chunks = manifest.chunks()
     with _bar(sum(chunks.values()), "fetching") as bar:
         report = asyncio.run(fetch_blobs(peer, chunks, peers, bar.update))
+    for url, count in report.bad_from.items():
+        peer.store.strike(url, count)
     write_tree(peer, manifest, dest)
     out.emit(
         {

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +152,7 @@ class FetchReport:
     fetched_bytes: int = 0
     reused: int = 0  # blobs already here
     bad: int = 0  # blobs whose bytes did not match their name
+    bad_from: dict[str, int] = field(default_factory=dict)  # peer URL -> wrong blobs
 
 
 async def fetch_blobs(
@@ -185,6 +186,7 @@ async def fetch_blobs(
                     await asyncio.to_thread(store.put, data, digest)
                 except MalformedError:
                     report.bad += 1  # a peer sent wrong bytes: try the next one
+                    report.bad_from[url] = report.bad_from.get(url, 0) + 1
                     errors.append(f"{url}: bytes do not match the blob id")
                     continue
                 report.fetched += 1

@@ -458,6 +458,11 @@ class Store:
             for r in rows
         ]
 
+    def strike(self, source: str, count: int = 1) -> None:
+        """Count invalid input that did not go through ingest (a wrong blob) against ``source``."""
+        with self._write() as db:
+            strike(db, source, count, self._now())
+
     def standing(self, source: str) -> tuple[str, int]:
         """("ok" | "throttled" | "refused", until) for a source of input."""
         return source_standing(self._db, source, self._now())

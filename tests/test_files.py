@@ -3,14 +3,17 @@ between real daemons (docs/files.md)."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
-from daemons import Daemons, dizzy, dizzy_json, make_home
+from daemons import Daemons, dizzy, dizzy_json, make_home, wait_until
 
 from dizzy.peer import LocalPeer
 from dizzy.peer.datasets import blobs, write_tree
@@ -179,4 +182,70 @@ def test_a_chunk_with_wrong_bytes_is_discarded_and_fetched_elsewhere(
     out = tmp_path / "out"
     result = dizzy_json(b, "fetch", entity, "--to", str(out), "--peer", dc.url, "--peer", da.url)
     assert result["bad_chunks"] >= 1 and tree(out) == tree(source)
+    [strikes] = dizzy_json(b, "peer", "list")["sources"]
+    assert strikes["source"] == dc.url and strikes["strikes"] == result["bad_chunks"]
     assert not any(p.name.endswith(".tmp") for p in (b / "blobs").rglob("*"))
+
+
+def blob_count(home: Path) -> int:
+    return sum(1 for p in (home / "blobs").rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def start_fetch(home: Path, entity: str, out: Path, *urls: str) -> subprocess.Popen[str]:
+    peers = [arg for url in urls for arg in ("--peer", url)]
+    args = ["fetch", entity, "--to", str(out), *peers, "--json", "--home", str(home)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "dizzy.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_fetch_killed_halfway_resumes_with_only_the_missing_chunks(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    a, b = make_home(tmp_path / "a"), make_home(tmp_path / "b")
+    source = tmp_path / "big"
+    source.mkdir()
+    (source / "data.bin").write_bytes(random.Random(3).randbytes(96 << 20))
+    entity = dizzy_json(a, "share", str(source))["entity"]
+    da = daemons.start(a)
+    dizzy(b, "follow", entity)
+    dizzy(b, "sync", da.url)
+    out = tmp_path / "out"
+    fetch = start_fetch(b, entity, out, da.url)
+    wait_until(lambda: blob_count(b) >= 3 or fetch.poll() is not None, 60, what="some chunks")
+    fetch.kill()
+    fetch.communicate()  # reaps it and closes its pipes
+    assert fetch.returncode == -9, "the fetch ended before it could be killed"
+    before = blob_count(b)
+    total = dizzy_json(b, "ls", entity)[0]["size"]
+    again = dizzy_json(b, "fetch", entity, "--to", str(out), "--peer", da.url)
+    assert tree(out) == tree(source)
+    assert again["chunks_reused"] >= before - 1  # the manifest is a blob too
+    assert again["bytes_fetched"] <= total - (before - 1) * (256 << 10)
+    assert not (out / ".data.bin.dizzy-tmp").exists()
+
+
+def test_a_peer_killed_halfway_and_the_fetch_finishes_from_another(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    a, b, c = (make_home(tmp_path / n) for n in "abc")
+    source = tmp_path / "set"
+    source.mkdir()
+    (source / "data.bin").write_bytes(random.Random(4).randbytes(64 << 20))
+    entity = dizzy_json(a, "share", str(source))["entity"]
+    da = daemons.start(a)
+    dizzy(b, "fetch", entity, "--to", str(tmp_path / "b-copy"), "--peer", da.url)
+    db = daemons.start(b)  # B now holds every chunk too
+    dizzy(c, "follow", entity)
+    dizzy(c, "sync", da.url)
+    out = tmp_path / "c-copy"
+    fetch = start_fetch(c, entity, out, da.url, db.url)
+    wait_until(lambda: blob_count(c) >= 2 or fetch.poll() is not None, 60, what="some chunks")
+    da.kill9()
+    stdout, stderr = fetch.communicate(timeout=120)
+    assert fetch.returncode == 0, stderr
+    assert json.loads(stdout)["bytes"] == 64 << 20
+    assert tree(out) == tree(source)
