@@ -143,7 +143,7 @@ def pick(peer: LocalPeer, entity: str, number: int | None) -> Version:
 
 
 def manifest_of(peer: LocalPeer, version: Version) -> Manifest:
-    return decode_manifest(blobs(peer).read(version.manifest))
+    return decode_manifest(blobs(peer).read_verified(version.manifest))
 
 
 @dataclass(slots=True)
@@ -224,7 +224,7 @@ def write_tree(peer: LocalPeer, manifest: Manifest, dest: Path) -> None:
         try:
             with open(tmp, "wb") as out:
                 for digest, _ in entry.chunks:
-                    out.write(store.read(digest))
+                    out.write(store.read_verified(digest))
                 out.flush()
                 os.fsync(out.fileno())
             os.chmod(tmp, entry.mode)

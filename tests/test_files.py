@@ -17,7 +17,7 @@ from daemons import Daemons, dizzy, dizzy_json, make_home, wait_until
 
 from dizzy.peer import LocalPeer
 from dizzy.peer.datasets import blobs, write_tree
-from dizzy.protocol import MalformedError, OversizeError
+from dizzy.protocol import MalformedError, OversizeError, StoreError
 from dizzy.protocol.manifest import FileEntry, Manifest, blob_id, decode_manifest, safe_path
 
 H = "0" * 64
@@ -249,3 +249,19 @@ def test_a_peer_killed_halfway_and_the_fetch_finishes_from_another(
     assert fetch.returncode == 0, stderr
     assert json.loads(stdout)["bytes"] == 64 << 20
     assert tree(out) == tree(source)
+
+
+def test_a_blob_damaged_on_disk_is_found_before_it_is_written_into_a_file(
+    tmp_path: Path,
+) -> None:
+    home = make_home(tmp_path / "home")
+    with LocalPeer.open(home) as peer:
+        store = blobs(peer)
+        digest = store.put(b"the right bytes")
+        with pytest.raises(MalformedError):
+            store.put(b"other bytes", digest)
+        store.path(digest).write_bytes(b"rot")
+        manifest = Manifest.build([FileEntry("f", 15, 0o644, ((digest, 15),))])
+        with pytest.raises(StoreError, match="damaged"):
+            write_tree(peer, manifest, tmp_path / "out")
+        assert not store.has(digest) and not (tmp_path / "out" / "f").exists()

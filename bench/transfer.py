@@ -1,0 +1,200 @@
+"""Dataset transfer: dizzy fetch against curl over loopback, BLAKE3, dedup.
+
+    .venv/bin/python bench/transfer.py [--mib 1024] [--runs 3]
+
+In one run, for a dataset of one random file of MIB MiB:
+
+1. the bare BLAKE3 hashing rate of this machine (one call over the file's
+   bytes, all threads BLAKE3 offers);
+2. curl downloading the same file from a plain static HTTP server (aiohttp's
+   static files, in its own process) into a file on the same disk;
+3. ``dizzy fetch`` of the dataset from a ``dizzy peer run`` daemon into an
+   empty home and folder: MB/s end to end, and the peak memory (VmHWM) of
+   the fetching process and of the daemon;
+4. dedup: 1 MiB rewritten in the middle of the file, shared as version 2,
+   fetched by the same peer: the bytes that moved, against the file size.
+
+Prints Markdown tables (medians over the runs); progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import blake3
+from _table import log, medians, table
+
+REPO = Path(__file__).resolve().parent.parent
+SERVER = """
+import sys
+from aiohttp import web
+app = web.Application()
+app.router.add_static("/", sys.argv[1])
+ready = lambda *a: print("ready", flush=True)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=ready)
+"""
+
+
+def dizzy(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dizzy.cli", *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def vm_hwm_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def start(args: list[str], ready: str) -> tuple[subprocess.Popen[str], str]:
+    """Start a server process; it and the line that says it is ready."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if ready in line:
+            return proc, line
+    raise SystemExit(f"{args[:4]} did not start")
+
+
+def timed_fetch(home: Path, entity: str, out: Path, url: str) -> tuple[float, dict[str, int], int]:
+    """Run ``dizzy fetch`` as a process; (seconds, its JSON, its peak memory in KiB)."""
+    args = ["fetch", entity, "--to", str(out), "--peer", url, "--json", "--home", str(home)]
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dizzy.cli", *args], stdout=subprocess.PIPE, text=True
+    )
+    stdout, _ = proc.communicate()
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far
+    if proc.returncode != 0:
+        raise SystemExit(f"fetch failed: {stdout}")
+    return seconds, json.loads(stdout), peak
+
+
+def one_run(work: Path, mib: int) -> dict[str, float]:
+    size = mib << 20
+    source = work / "source"
+    source.mkdir()
+    data_file = source / "data.bin"
+    with open(data_file, "wb") as out:
+        for _ in range(mib):
+            out.write(os.urandom(1 << 20))
+
+    started = time.perf_counter()
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    with open(data_file, "rb") as handle:
+        while block := handle.read(8 << 20):
+            hasher.update(block)
+    blake3_rate = size / (time.perf_counter() - started)
+
+    port = free_port()
+    server, _ = start([sys.executable, "-c", SERVER, str(source), str(port)], "ready")
+    try:
+        target = work / "curl.bin"
+        started = time.perf_counter()
+        subprocess.run(
+            ["curl", "-sS", "-o", str(target), f"http://127.0.0.1:{port}/data.bin"], check=True
+        )
+        curl_rate = size / (time.perf_counter() - started)
+        assert target.stat().st_size == size
+        target.unlink()
+    finally:
+        server.terminate()
+        server.wait()
+
+    a, b = work / "a", work / "b"
+    dizzy(a, "init")
+    dizzy(b, "init")
+    log(f"  sharing {mib} MiB")
+    entity = json.loads(dizzy(a, "share", str(source), "--json").stdout)["entity"]
+    daemon, ready = start(
+        [sys.executable, "-m", "dizzy.cli", "peer", "run", "--home", str(a), "--port", "0"],
+        "listening on",
+    )
+    try:
+        url = ready.split("listening on", 1)[1].split()[0]
+        dizzy(b, "follow", entity)
+        dizzy(b, "sync", url)
+        seconds, first, peak_b = timed_fetch(b, entity, work / "out", url)
+        peak_a = vm_hwm_kib(daemon.pid)
+        with open(data_file, "r+b") as handle:
+            handle.seek(size // 2)
+            handle.write(os.urandom(1 << 20))
+        dizzy(a, "share", str(source), "--entity", entity)
+        dizzy(b, "sync", url)
+        _, second, _ = timed_fetch(b, entity, work / "out", url)
+    finally:
+        daemon.terminate()
+        daemon.wait()
+    assert first["bytes"] == size and second["version"] == 2
+    return {
+        "blake3": blake3_rate / 1e6,
+        "curl": curl_rate / 1e6,
+        "dizzy": size / seconds / 1e6,
+        "ratio": size / seconds / curl_rate,
+        "peak_fetch_mb": peak_b / 1024,
+        "peak_daemon_mb": peak_a / 1024,
+        "dedup_bytes": second["bytes_fetched"],
+        "dedup_share": second["bytes_fetched"] / size,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--mib", type=int, default=1024, help="size of the dataset in MiB")
+    parser.add_argument("--runs", type=int, default=3, help="runs (medians are printed)")
+    args = parser.parse_args()
+    if shutil.which("curl") is None:
+        raise SystemExit("curl is needed (apt-get install curl)")
+    rows = []
+    for run in range(args.runs):
+        with tempfile.TemporaryDirectory(dir=REPO) as tmp:
+            row = one_run(Path(tmp), args.mib)
+        log(f"  run {run + 1}: dizzy {row['dizzy']:.0f} MB/s, curl {row['curl']:.0f} MB/s")
+        rows.append(row)
+    m = medians(rows)
+    print(f"### Transfer of a {args.mib} MiB dataset over loopback (medians of {args.runs})\n")
+    print(
+        table(
+            ["figure", "value", "target"],
+            [
+                ["bare BLAKE3 hashing", f"{m['blake3']:,.0f} MB/s", "-"],
+                ["curl from a static HTTP server", f"{m['curl']:,.0f} MB/s", "-"],
+                ["dizzy fetch, end to end", f"{m['dizzy']:,.0f} MB/s", "-"],
+                ["dizzy / curl", f"{m['ratio']:.0%}", ">= 50%"],
+                ["peak memory: fetching process", f"{m['peak_fetch_mb']:,.0f} MB", "< 200 MB"],
+                ["peak memory: daemon", f"{m['peak_daemon_mb']:,.0f} MB", "< 200 MB"],
+                [
+                    "bytes moved after 1 MiB changed in the middle",
+                    f"{m['dedup_bytes'] / 1e6:,.1f} MB ({m['dedup_share']:.2%})",
+                    "< 2%",
+                ],
+            ],
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
