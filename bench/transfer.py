@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -85,12 +84,14 @@ def timed_fetch(home: Path, entity: str, out: Path, url: str) -> tuple[float, di
     proc = subprocess.Popen(
         [sys.executable, "-m", "dizzy.cli", *args], stdout=subprocess.PIPE, text=True
     )
-    stdout, _ = proc.communicate()
+    assert proc.stdout is not None
+    stdout = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)  # this process's own peak memory
+    proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far
     if proc.returncode != 0:
         raise SystemExit(f"fetch failed: {stdout}")
-    return seconds, json.loads(stdout), peak
+    return seconds, json.loads(stdout), usage.ru_maxrss
 
 
 def one_run(work: Path, mib: int) -> dict[str, float]:

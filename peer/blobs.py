@@ -23,6 +23,7 @@ __all__ = ["AVG_CHUNK", "MAX_CHUNK", "MIN_CHUNK", "BlobStore"]
 
 # Content-defined chunk sizes: an edit changes one or two chunks around it.
 MIN_CHUNK, AVG_CHUNK, MAX_CHUNK = 256 << 10, 1 << 20, MAX_CHUNK_BYTES
+WINDOW = 8 * MAX_CHUNK  # bytes of a file in memory while chunking
 
 
 class BlobStore:
@@ -71,10 +72,29 @@ class BlobStore:
         return actual
 
     def chunk_file(self, path: Path) -> Iterator[tuple[str, int]]:
-        """Split ``path`` into content-defined chunks, store each; yield (id, size)."""
-        if path.stat().st_size == 0:
-            return
-        for chunk in fastcdc(
-            str(path), min_size=MIN_CHUNK, avg_size=AVG_CHUNK, max_size=MAX_CHUNK, fat=True
-        ):
-            yield self.put(chunk.data), chunk.length
+        """Split ``path`` into content-defined chunks, store each; yield (id, size).
+
+        Reads a window of WINDOW bytes at a time, so memory stays flat whatever
+        the file's size. A chunk's end depends only on the bytes from its start
+        to at most MAX_CHUNK further, so chunks cut inside a window that holds
+        MAX_CHUNK bytes past their start are the ones of the whole file; the
+        rest are cut again from the next window.
+        """
+        with open(path, "rb") as handle:
+            buffer = b""
+            eof = False
+            while not eof or buffer:
+                more = handle.read(WINDOW - len(buffer)) if not eof else b""
+                eof = eof or not more
+                buffer += more
+                if not buffer:
+                    return
+                used = 0
+                for chunk in fastcdc(
+                    buffer, min_size=MIN_CHUNK, avg_size=AVG_CHUNK, max_size=MAX_CHUNK, fat=True
+                ):
+                    if not eof and chunk.offset + MAX_CHUNK > len(buffer):
+                        break
+                    yield self.put(chunk.data), chunk.length
+                    used = chunk.offset + chunk.length
+                buffer = buffer[used:]

@@ -265,3 +265,18 @@ def test_a_blob_damaged_on_disk_is_found_before_it_is_written_into_a_file(
         with pytest.raises(StoreError, match="damaged"):
             write_tree(peer, manifest, tmp_path / "out")
         assert not store.has(digest) and not (tmp_path / "out" / "f").exists()
+
+
+def test_chunking_by_windows_cuts_exactly_the_chunks_of_the_whole_file(tmp_path: Path) -> None:
+    from fastcdc import fastcdc
+
+    from dizzy.peer.blobs import AVG_CHUNK, MAX_CHUNK, MIN_CHUNK, WINDOW, BlobStore
+
+    rng = random.Random(9)
+    file = tmp_path / "f"
+    file.write_bytes(rng.randbytes(WINDOW + 5_000_000) + bytes(9 << 20) + rng.randbytes(777))
+    whole = [
+        c.length
+        for c in fastcdc(str(file), min_size=MIN_CHUNK, avg_size=AVG_CHUNK, max_size=MAX_CHUNK)
+    ]
+    assert [n for _, n in BlobStore(tmp_path / "blobs").chunk_file(file)] == whole
