@@ -120,7 +120,7 @@ def fetch_cmd(
         report = asyncio.run(fetch_blobs(peer, chunks, peers, bar.update))
     for url, count in report.bad_from.items():
         peer.store.strike(url, count)
-    write_tree(peer, manifest, dest)
+    write_tree(peer, manifest, dest, report.verified)
     out.emit(
         {
             "entity": entity,
