@@ -54,7 +54,12 @@ def share_cmd(
 @click.argument("entity")
 @common
 def versions_cmd(peer: LocalPeer, out: Output, entity: str) -> None:
-    """List the versions of a dataset: number, author, size, message."""
+    """List the versions of a dataset: number, author, size, message.
+
+    \b
+    Example:
+      dizzy versions en_… --json
+    """
     found = versions(peer, entity)
     out.emit(
         [v.to_json() for v in found],
@@ -71,7 +76,12 @@ def versions_cmd(peer: LocalPeer, out: Output, entity: str) -> None:
 @click.option("--version", "number", type=int, help="Version number (default: the latest).")
 @common
 def ls_cmd(peer: LocalPeer, out: Output, entity: str, number: int | None) -> None:
-    """List the files of a dataset version and their sizes (its manifest must be here)."""
+    """List the files of a dataset version and their sizes (its manifest must be here).
+
+    \b
+    Example:
+      dizzy ls en_… --version 1
+    """
     manifest = manifest_of(peer, pick(peer, entity, number))
     out.emit(
         [{"path": f.path, "size": f.size, "mode": f.mode} for f in manifest.files],
