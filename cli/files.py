@@ -16,9 +16,23 @@ from dizzy.peer.datasets import fetch_blobs, manifest_of, pick, share, versions,
 from dizzy.protocol import parse_entity
 
 
+class _Quiet:
+    """The progress bar when stderr is not a terminal: says nothing."""
+
+    def __enter__(self) -> _Quiet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def update(self, n: int) -> None:
+        pass
+
+
 def _bar(length: int, label: str) -> Any:
-    """A progress bar on stderr (percent, time left); click prints only the label
-    when stderr is not a terminal."""
+    """A progress bar on stderr (percent, time left) when it is a terminal."""
+    if not sys.stderr.isatty():
+        return _Quiet()
     return click.progressbar(length=length, label=label, file=sys.stderr, show_eta=True)
 
 

@@ -280,3 +280,41 @@ def test_chunking_by_windows_cuts_exactly_the_chunks_of_the_whole_file(tmp_path:
         for c in fastcdc(str(file), min_size=MIN_CHUNK, avg_size=AVG_CHUNK, max_size=MAX_CHUNK)
     ]
     assert [n for _, n in BlobStore(tmp_path / "blobs").chunk_file(file)] == whole
+
+
+def _limit_file_size() -> None:
+    """A full disk, as far as one process can tell: writes past 8 MiB fail (EFBIG)."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 20, 8 << 20))
+
+
+def test_a_write_that_fails_midway_gives_one_line_and_leaves_nothing_half_written(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    a, b = make_home(tmp_path / "a"), make_home(tmp_path / "b")
+    source = tmp_path / "set"
+    source.mkdir()
+    (source / "data.bin").write_bytes(random.Random(5).randbytes(16 << 20))
+    entity = dizzy_json(a, "share", str(source))["entity"]
+    da = daemons.start(a)
+    dizzy(b, "follow", entity)
+    dizzy(b, "sync", da.url)
+    out = tmp_path / "out"
+    args = ["fetch", entity, "--to", str(out), "--peer", da.url, "--home", str(b)]
+    failed = subprocess.run(
+        [sys.executable, "-m", "dizzy.cli", *args],
+        capture_output=True,
+        text=True,
+        preexec_fn=_limit_file_size,
+    )
+    assert failed.returncode == 1, failed
+    assert failed.stderr.startswith("dizzy: error:") and len(failed.stderr.splitlines()) == 1
+    assert "File too large" in failed.stderr
+    assert not (out / "data.bin").exists() and not list(out.glob(".*"))
+    assert not [p for p in (b / "blobs").rglob("*") if p.name.endswith(".tmp")]
+    # With room again, the same command finishes, reusing every chunk it stored.
+    again = dizzy_json(b, "fetch", entity, "--to", str(out), "--peer", da.url)
+    assert tree(out) == tree(source) and again["chunks_reused"] >= 1
