@@ -15,7 +15,14 @@ from dizzy.peer.client import TIMEOUT
 from dizzy.peer.daemon import DEFAULT_INTERVAL_S, HEADER_TIMEOUT_S, serve, sync_and_record
 from dizzy.peer.service import PeerService
 from dizzy.peer.sync import SyncReport
-from dizzy.protocol import UsageError, encode_file, parse_entity, parse_file
+from dizzy.protocol import (
+    PERMISSION_REASONS,
+    UsageError,
+    encode_file,
+    event_id,
+    parse_entity,
+    parse_file,
+)
 
 
 def _check_url(url: str) -> str:
@@ -236,7 +243,10 @@ def bundle_export(peer: LocalPeer, out: Output, entities: tuple[str, ...], outpu
       dizzy bundle export en_… -o survey.dzb
     """
     chosen = list(entities) or [e.id for e in peer.store.entities()]
-    events = [e for entity in chosen for e in peer.log(entity)]
+    # What a sync would offer (valid and revoked events), with every ancestor
+    # they need: a valid event may name an invalid parent.
+    offered = peer.store.event_ids([parse_entity(e) for e in chosen])
+    events = peer.store.with_ancestors(event_id(k) for k in offered)
     tmp = output.with_name(f".{output.name}.tmp")
     with open(tmp, "wb") as handle:
         handle.writelines(encode_file("bundle", {"events": len(events)}, events))
@@ -266,10 +276,14 @@ def bundle_import(peer: LocalPeer, out: Output, file: Path) -> None:
     for entity in sorted(report.entities):
         peer.store.follow(entity)
     summary = report.to_json()
+    # Intact events without a right are kept, marked (a valid event may need
+    # one as its parent); only broken input makes the import fail.
+    broken = [r for r in report.rejected if r.reason not in PERMISSION_REASONS]
     out.emit(
         summary,
         f"added {summary['added']}, already had {summary['duplicates']},"
-        f" waiting {summary['pending']}, rejected {len(summary['rejected'])}",
+        f" waiting {summary['pending']}, rejected {len(broken)},"
+        f" kept as invalid {len(report.rejected) - len(broken)}",
     )
-    if report.rejected:
+    if broken:
         raise SystemExit(1)

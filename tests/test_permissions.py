@@ -14,7 +14,7 @@ from helpers import agent, child, genesis, reshape
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dizzy.peer import Store
+from dizzy.peer import LocalPeer, Store
 from dizzy.peer.ingest import ingest_raw
 from dizzy.peer.store import PENDING_TTL_MS
 from dizzy.peer.verdicts import REFUSE_AT, REFUSE_MS, THROTTLE_AT
@@ -388,3 +388,21 @@ def test_strikes_throttle_then_refuse_a_source_for_a_while(tmp_path: Path) -> No
         assert store.standing("dan") == ("ok", 0)
         [row] = store.sources()
         assert (row["source"], row["strikes"]) == ("dan", REFUSE_AT)
+
+
+def test_a_bundle_carries_the_invalid_parents_that_valid_events_need(tmp_path: Path) -> None:
+    from daemons import dizzy, make_home
+
+    intruder = child(DAN, [G], {"spam": 1})
+    on_top = child(OWNER, [intruder], {"built on it": True})  # valid, its parent is not
+    alone = child(DAN, [G], {"spam": 2})  # invalid and needed by nothing
+    a, b = make_home(tmp_path / "a"), make_home(tmp_path / "b")
+    with LocalPeer.open(a) as peer:
+        peer.store.ingest([G, intruder, on_top, alone], source="peer")
+    bundle = tmp_path / "x.dzb"
+    dizzy(a, "bundle", "export", G.entity, "-o", str(bundle))
+    dizzy(b, "bundle", "import", str(bundle))
+    with LocalPeer.open(b) as peer:
+        assert peer.store.pending_count() == 0
+        assert [e.event_id for e in peer.store.events(G.entity)] == [G.event_id, on_top.event_id]
+        assert peer.store.get(alone.event_id) is None
