@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,7 @@ from dizzy.protocol import (
     NotFoundError,
     RemoteError,
     StoreError,
+    UnsignedEvent,
     UsageError,
     agent_id,
     check_links,
@@ -71,6 +74,7 @@ BUSY_TIMEOUT_S = 30.0
 WAL_CHECKPOINT_PAGES = 10_000  # about 40 MB of WAL between checkpoints
 WAL_SIZE_LIMIT = 64 << 20  # the WAL file is truncated to this after a checkpoint
 _ROWS_PER_INSERT = 500  # events stored by one INSERT statement
+_SIGN_CHUNK = 250  # events signed by one task of the signing pool
 
 
 def _now_ms() -> int:
@@ -179,6 +183,8 @@ class Store:
     def __init__(self, path: Path | str, *, now: Callable[[], int] = _now_ms) -> None:
         self.path = Path(path)
         self._now = now
+        self._creators: dict[bytes, str] = {}  # entity -> creator: it never changes
+        self._signer: ThreadPoolExecutor | None = None  # made by the first large append
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
@@ -201,6 +207,8 @@ class Store:
             raise StoreError(f"cannot open the event log {self.path}: {exc}") from exc
 
     def close(self) -> None:
+        if self._signer is not None:
+            self._signer.shutdown()
         self._db.close()
 
     def __enter__(self) -> Store:
@@ -285,10 +293,12 @@ class Store:
         key = parse_entity(entity)
         items = list(items)
         with self._write() as db:
-            row = db.execute("SELECT creator FROM entities WHERE id=?", (key,)).fetchone()
-            if row is None:
-                raise NotFoundError(f"no entity {entity} in this store")
-            creator = agent_id(row[0])
+            creator = self._creators.get(key)
+            if creator is None:
+                row = db.execute("SELECT creator FROM entities WHERE id=?", (key,)).fetchone()
+                if row is None:
+                    raise NotFoundError(f"no entity {entity} in this store")
+                creator = self._creators[key] = agent_id(row[0])
             author_id = author.agent_id  # base32 of the key: once, not once per event
             # The creator's own events of other types are always valid: no judging.
             shared = any(is_shared_write(creator, author_id, t) for t, _ in items)
@@ -315,23 +325,29 @@ class Store:
                     if why := verdicts.may_append(author_id, parents, type_, data):
                         error = UsageError if why[0] == "bad_permission" else ForbiddenError
                         raise error(f"{why[0]}: {why[1]}")
-            events = []
+            unsigned = []
             for type_, data in items:
                 try:
                     body = EventBody(entity, author_id, type_, parents, depth, clock, data)
                 except RemoteError as exc:
                     raise UsageError(str(exc)) from None
-                event = sign_event(body, author)
-                events.append(event)
-                parents, depth = (event.event_id,), depth + 1
+                unsigned.append(UnsignedEvent.of(body))
+                parents, depth = (unsigned[-1].event_id,), depth + 1
+            events = self._sign_all(unsigned, author)
             if not events:
                 return []
             self._insert_rows(db, events, self._now())
-            db.execute(
-                f"DELETE FROM heads WHERE entity=? AND id IN ({','.join('?' * len(heads))})",
-                (key, *(h for h, _ in heads)),
-            )
-            db.execute("INSERT INTO heads VALUES (?, ?)", (key, events[-1].id))
+            if len(heads) == 1:  # the usual case: one statement, not two
+                db.execute(
+                    "UPDATE heads SET id=? WHERE entity=? AND id=?",
+                    (events[-1].id, key, heads[0][0]),
+                )
+            else:
+                db.execute(
+                    f"DELETE FROM heads WHERE entity=? AND id IN ({','.join('?' * len(heads))})",
+                    (key, *(h for h, _ in heads)),
+                )
+                db.execute("INSERT INTO heads VALUES (?, ?)", (key, events[-1].id))
             if shared:
                 db.execute("UPDATE entities SET shared=1 WHERE id=?", (key,))
             if any(type_ in PERMISSION_TYPES for type_, _ in items):
@@ -339,6 +355,22 @@ class Store:
                 # (the new events themselves were checked above).
                 rejudge(db, key, self._now(), {e.event_id for e in events})
         return events
+
+    def _sign_all(self, unsigned: list[UnsignedEvent], author: Keypair) -> list[Event]:
+        """Sign a chain laid out beforehand (an event's id does not depend on its
+        signature). A long chain's signatures are made on a pool, as libsodium
+        runs without the GIL, while this thread waits: laying out at the same
+        time would keep the GIL from the threads back from libsodium (for up
+        to 5 ms each time). The rest of each event is made here, after."""
+        if len(unsigned) < 2 * _SIGN_CHUNK:
+            return [u.sign(author) for u in unsigned]
+        if self._signer is None:
+            workers = min(4, os.cpu_count() or 1)
+            self._signer = ThreadPoolExecutor(workers, thread_name_prefix="dizzy-sign")
+        messages = [u.message for u in unsigned]
+        chunks = [messages[i : i + _SIGN_CHUNK] for i in range(0, len(messages), _SIGN_CHUNK)]
+        sigs = (s for part in self._signer.map(_sign, chunks, [author] * len(chunks)) for s in part)
+        return [u.signed(sig) for u, sig in zip(unsigned, sigs, strict=True)]
 
     # -- ingest of verified events from elsewhere ------------------------------------
 
@@ -741,6 +773,10 @@ class Store:
                 " VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count),
                 values[start * 9 : (start + count) * 9],
             )
+
+
+def _sign(messages: Sequence[bytes], author: Keypair) -> list[bytes]:
+    return [author.sign(m) for m in messages]
 
 
 class _Judge:

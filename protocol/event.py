@@ -54,6 +54,7 @@ __all__ = [
     "VERSION",
     "Event",
     "EventBody",
+    "UnsignedEvent",
     "decode_event",
     "genesis_body",
     "sign_event",
@@ -225,31 +226,68 @@ def genesis_body(creator: str, entity: str, kind: str, name: str | None, clock: 
 
 def sign_event(body: EventBody, author: Keypair, entity_key: Keypair | None = None) -> Event:
     """Sign ``body`` (and, for a genesis, sign it with the entity key too)."""
-    if author.agent_id != body.author:
-        raise UsageError("the signing key is not the body's author")
-    if body.is_genesis != (entity_key is not None):
-        raise UsageError("a genesis, and only a genesis, is signed by the entity key")
-    doc = body.to_dict()
-    # The body checked its values when built; only encoding is left. A lone
-    # surrogate in the data (json.loads makes one from "\ud800") cannot be
-    # encoded: a NonCanonicalError, not a TypeError.
-    try:
-        body_bytes = orjson.dumps(doc, option=_SORT)
-    except orjson.JSONEncodeError as exc:
-        raise NonCanonicalError(f"cannot encode: {exc}", reason="bad_string") from None
-    digest = blake3.blake3(body_bytes).digest()
-    sig = author.sign(EVENT_CONTEXT + digest)
-    doc["sig"] = b32encode(sig)
-    entity_sig = None
-    if entity_key is not None:
-        if entity_key.entity_id != body.entity:
-            raise UsageError("the entity key does not match the body's entity")
-        entity_sig = entity_key.sign(ENTITY_CONTEXT + digest)
-        doc["entity_sig"] = b32encode(entity_sig)
-    raw = orjson.dumps(doc, option=_SORT)
-    if len(raw) > MAX_EVENT_BYTES:
-        raise UsageError(f"event is {len(raw)} bytes, over the limit of {MAX_EVENT_BYTES}")
-    return Event(body, digest, sig, entity_sig, raw)
+    return UnsignedEvent.of(body).sign(author, entity_key)
+
+
+@dataclass(frozen=True, slots=True)
+class UnsignedEvent:
+    """A body with its id, not yet signed.
+
+    An event's id does not depend on its signatures, so a chain of events (each
+    naming the previous one's id as its parent) can be laid out first and its
+    signatures made afterwards, on several threads.
+    """
+
+    body: EventBody
+    id: bytes
+    doc: dict[str, Any]  # the body as a document, without signatures
+
+    @classmethod
+    def of(cls, body: EventBody) -> UnsignedEvent:
+        doc = body.to_dict()
+        # The body checked its values when built; only encoding is left. A lone
+        # surrogate in the data (json.loads makes one from "\ud800") cannot be
+        # encoded: a NonCanonicalError, not a TypeError.
+        try:
+            body_bytes = orjson.dumps(doc, option=_SORT)
+        except orjson.JSONEncodeError as exc:
+            raise NonCanonicalError(f"cannot encode: {exc}", reason="bad_string") from None
+        return cls(body, blake3.blake3(body_bytes).digest(), doc)
+
+    @property
+    def event_id(self) -> str:
+        return event_id(self.id)
+
+    def sign(self, author: Keypair, entity_key: Keypair | None = None) -> Event:
+        """The signed event (a genesis is signed by the entity key too)."""
+        body = self.body
+        if author.agent_id != body.author:
+            raise UsageError("the signing key is not the body's author")
+        if body.is_genesis != (entity_key is not None):
+            raise UsageError("a genesis, and only a genesis, is signed by the entity key")
+        entity_sig = None
+        if entity_key is not None:
+            if entity_key.entity_id != body.entity:
+                raise UsageError("the entity key does not match the body's entity")
+            entity_sig = entity_key.sign(ENTITY_CONTEXT + self.id)
+        return self.signed(author.sign(self.message), entity_sig)
+
+    @property
+    def message(self) -> bytes:
+        """What the author signs."""
+        return EVENT_CONTEXT + self.id
+
+    def signed(self, sig: bytes, entity_sig: bytes | None = None) -> Event:
+        """The event with signatures made already: ``sig`` the author's of
+        :attr:`message` (and for a genesis ``entity_sig``, the entity key's).
+        Use :meth:`sign` unless the signatures were made apart, on a pool."""
+        doc = {**self.doc, "sig": b32encode(sig)}
+        if entity_sig is not None:
+            doc["entity_sig"] = b32encode(entity_sig)
+        raw = orjson.dumps(doc, option=_SORT)
+        if len(raw) > MAX_EVENT_BYTES:
+            raise UsageError(f"event is {len(raw)} bytes, over the limit of {MAX_EVENT_BYTES}")
+        return Event(self.body, self.id, sig, entity_sig, raw)
 
 
 def verify_detached(public_key: bytes, message: bytes, sig: bytes) -> bool:

@@ -124,6 +124,23 @@ def test_heads_after_linear_appends(store: Store) -> None:
     assert store.heads(root.entity) == [last.event_id]
 
 
+def test_a_long_chain_signed_on_a_pool_is_the_chain_signed_one_by_one(store: Store) -> None:
+    # Over 2 * _SIGN_CHUNK events, append_many signs on a thread pool; Ed25519
+    # is deterministic, so the bytes must equal those of one event at a time.
+    root = create(store)
+    items = [("n", {"i": i}) for i in range(2 * store_module._SIGN_CHUNK + 7)]
+    events = store.append_many(ALICE, root.entity, items, clock=1)
+    parent = root
+    for (type_, data), event in zip(items, events, strict=True):
+        body = EventBody(
+            root.entity, ALICE.agent_id, type_, (parent.event_id,), parent.depth + 1, 1, data
+        )
+        assert event.raw == sign_event(body, ALICE).raw
+        parent = event
+    assert decode_event(events[-1].raw).event_id == store.heads(root.entity)[0]
+    assert store.raw_items(root.entity)[1:] == [(e.event_id, e.raw) for e in events]
+
+
 def test_concurrent_branches_from_two_views_then_merge(tmp_path: Path) -> None:
     # One author, two devices, each with its own log, appending offline.
     with Store(tmp_path / "laptop.db") as laptop, Store(tmp_path / "phone.db") as phone:
@@ -210,13 +227,15 @@ def test_a_non_creator_is_refused_before_signing(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = create(store)
-    signed: list[EventBody] = []
+    signed: list[bytes] = []
+    sign = Keypair.sign
 
-    def spy(body: EventBody, author: Keypair, entity_key: Keypair | None = None) -> Event:
-        signed.append(body)
-        return sign_event(body, author, entity_key)
+    def spy(key: Keypair, message: bytes) -> bytes:
+        signed.append(message)
+        return sign(key, message)
 
-    monkeypatch.setattr(store_module, "sign_event", spy)
+    # Every signature goes through Keypair.sign, whether made here or on a pool.
+    monkeypatch.setattr(Keypair, "sign", spy)
     seq = store.last_seq()
     with pytest.raises(ForbiddenError, match=r"unauthorized: .* holds no role"):
         store.append(MALLORY, root.entity, "note", {"x": 1}, clock=1)
