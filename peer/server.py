@@ -168,7 +168,10 @@ async def push_events(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     raws = decode_events(await _body(request, MAX_PUSH_BYTES))
     source = _source(request)
-    report = await service.run(service.ingest, raws, source)
+    # Verified on the pool, not on the store thread: a client that keeps two
+    # pushes in flight has the next batch verified while this one is stored.
+    results = await service.verify(raws)
+    report = await service.run(service.store_verified, raws, results, source)
     log.info(
         "received %d events from %s: %d added, %d rejected, %d not followed",
         len(raws),

@@ -103,11 +103,7 @@ async def _sync_scope(
     if len(have) > FETCH_BATCH:
         # Parents before children here too, so nothing waits in the peer's pending area.
         have = [key for _, key in sorted(await service.run(service.peer.store.depths, have))]
-    for start in range(0, len(have), FETCH_BATCH):
-        raws = await service.run(service.peer.store.raw_events, have[start : start + FETCH_BATCH])
-        answer = await client.push(raws)
-        report.sent += int(answer.get("added", 0))
-        report.peer_rejected += len(answer.get("rejected", []))
+    await _push(service, client, have, report)
 
 
 async def _fetch(
@@ -150,6 +146,33 @@ async def _fetch(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _push(
+    service: PeerService, client: Client, have: list[bytes], report: SyncReport
+) -> None:
+    """Push ``have`` in order, in batches of FETCH_BATCH, two requests in flight:
+    the peer verifies batch k+1 on its pool while it stores batch k."""
+    pushes: deque[asyncio.Task[dict[str, Any]]] = deque()
+
+    def count(answer: dict[str, Any]) -> None:
+        report.sent += int(answer.get("added", 0))
+        report.peer_rejected += len(answer.get("rejected", []))
+
+    try:
+        for start in range(0, len(have), FETCH_BATCH):
+            raws = await service.run(
+                service.peer.store.raw_events, have[start : start + FETCH_BATCH]
+            )
+            pushes.append(asyncio.create_task(client.push(raws)))
+            if len(pushes) == 2:
+                count(await pushes.popleft())
+        while pushes:
+            count(await pushes.popleft())
+    finally:
+        for task in pushes:
+            task.cancel()
+        await asyncio.gather(*pushes, return_exceptions=True)
 
 
 async def _fetch_missing_ancestors(
