@@ -12,7 +12,15 @@ import click
 from dizzy.cli.main import Output, app, common
 from dizzy.cli.network import _check_url, _sync_all
 from dizzy.peer import LocalPeer
-from dizzy.peer.datasets import fetch_blobs, manifest_of, pick, share, versions, write_tree
+from dizzy.peer.datasets import (
+    FetchReport,
+    fetch_manifest,
+    fetch_tree,
+    manifest_of,
+    pick,
+    share,
+    versions,
+)
 from dizzy.protocol import parse_entity
 
 
@@ -122,9 +130,9 @@ def fetch_cmd(
     """Fetch a dataset version into a folder, verified against its signed events.
 
     Gets the dataset's events first if this peer lacks them (and follows
-    it), then every chunk not held yet, from all peers in parallel; each is
-    checked against its hash before it is stored. Interrupted? Run it again:
-    chunks already here are not fetched twice.
+    it), then every chunk without a copy here, from all peers in parallel;
+    each is checked against its hash before it is written. Interrupted? Run
+    it again: chunks already written are not fetched twice.
 
     \b
     Example:
@@ -136,15 +144,14 @@ def fetch_cmd(
         peer.store.follow(entity)
         asyncio.run(_sync_all(peer, peers))
     version = pick(peer, entity, number)
-    manifest_blob = {version.manifest: 0}
-    asyncio.run(fetch_blobs(peer, manifest_blob, peers))
-    manifest = manifest_of(peer, version)
-    chunks = manifest.chunks()
-    with _bar(sum(chunks.values()), "fetching") as bar:
-        report = asyncio.run(fetch_blobs(peer, chunks, peers, bar.update))
-    for url, count in report.bad_from.items():
-        peer.store.strike(url, count)
-    write_tree(peer, manifest, dest, report.verified)
+    report = FetchReport()
+    try:
+        manifest = asyncio.run(fetch_manifest(peer, version, peers, report))
+        with _bar(manifest.size, "fetching") as bar:
+            asyncio.run(fetch_tree(peer, manifest, dest, peers, bar.update, report))
+    finally:
+        for url, count in report.bad_from.items():
+            peer.store.strike(url, count)
     out.emit(
         {
             "entity": entity,

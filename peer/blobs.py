@@ -1,17 +1,31 @@
 """The blob store of a home: chunks and manifests, each kept once by its BLAKE3 name.
 
-``blobs/ab/cdef…``: a blob is written under a temporary name, then renamed,
-so a process killed mid-write leaves at most a stray temporary file.
-Nothing is stored whose bytes do not hash to its name. Blobs are not
-fsynced one by one (that halves a fetch's rate); instead ``read_verified``
-checks the hash again where the bytes are used, so a blob damaged by a power
-cut is found, dropped and fetched again rather than written into a file.
+Two kinds of copies, both checked against the name every time they are used:
+
+* **Stored blobs**, ``HOME/blobs/ab/cdef…``: manifests, and the chunks of
+  what this home shared. A blob is written under a temporary name, then
+  renamed, so a process killed mid-write leaves at most a stray temporary
+  file. Nothing is stored whose bytes do not hash to its name.
+* **Places**, ``HOME/places.db``: where a verified copy of a chunk lies in a
+  file this home fetched (path, offset, size). A fetch writes each byte once,
+  into the file it belongs to, instead of into the store and then the file
+  (docs/decisions.md#fetched-chunks-stay-in-their-files). The index is a
+  cache: a file edited or removed since only costs fetching its chunks again,
+  and deleting ``places.db`` loses nothing else.
+
+Blobs are not fsynced one by one (that halves a fetch's rate); :meth:`local`
+hashes them again where they are used instead, so a copy damaged by a power
+cut or an edit is found, forgotten and fetched again, never passed on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import blake3
 from fastcdc import fastcdc
@@ -19,16 +33,43 @@ from fastcdc import fastcdc
 from dizzy.protocol import MalformedError, StoreError
 from dizzy.protocol.manifest import MAX_CHUNK_BYTES, check_blob_id
 
-__all__ = ["AVG_CHUNK", "MAX_CHUNK", "MIN_CHUNK", "BlobStore"]
+__all__ = ["AVG_CHUNK", "MAX_CHUNK", "MIN_CHUNK", "BlobStore", "hash_of"]
 
 # Content-defined chunk sizes: an edit changes one or two chunks around it.
 MIN_CHUNK, AVG_CHUNK, MAX_CHUNK = 256 << 10, 1 << 20, MAX_CHUNK_BYTES
+T = TypeVar("T")
 WINDOW = 8 * MAX_CHUNK  # bytes of a file in memory while chunking
+_PLACES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS places (
+    digest BLOB NOT NULL,     -- the chunk's 32-byte BLAKE3 name
+    path   TEXT NOT NULL,     -- an absolute path
+    offset INTEGER NOT NULL,
+    size   INTEGER NOT NULL,
+    PRIMARY KEY (digest, path, offset)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS places_by_path ON places (path);
+"""
+
+
+def hash_of(data: bytes) -> str:
+    return blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
 
 
 class BlobStore:
-    def __init__(self, root: Path) -> None:
+    """Stored blobs under ``root``, places in the SQLite file ``places``.
+    Safe to share between threads."""
+
+    def __init__(self, root: Path, places: Path) -> None:
         self.root = root
+        self._places_path = places
+        self._places: sqlite3.Connection | None = None
+        self._lock = threading.Lock()  # one connection, used by the fetch's threads
+
+    def close(self) -> None:
+        with self._lock:
+            if self._places is not None:
+                self._places.close()
+                self._places = None
 
     def path(self, digest: str) -> Path:
         check_blob_id(digest)
@@ -44,17 +85,36 @@ class BlobStore:
             raise StoreError(f"blob {digest} is not in this home") from None
 
     def read_verified(self, digest: str) -> bytes:
-        """The blob's bytes if they still hash to its name; else it is removed and
-        StoreError says it must be fetched again."""
+        """The stored blob's bytes if they still hash to its name; else it is
+        removed and StoreError says it must be fetched again."""
         data = self.read(digest)
-        if blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest() != digest:
+        if hash_of(data) != digest:
             self.path(digest).unlink(missing_ok=True)
             raise StoreError(f"blob {digest} was damaged on disk and is removed: fetch again")
         return data
 
+    def local(self, digest: str) -> bytes | None:
+        """A verified copy of the blob from this home (stored, or at one of its
+        places), or None. Copies that no longer match are forgotten on the way."""
+        if self.has(digest):
+            try:
+                return self.read_verified(digest)
+            except StoreError:
+                pass  # removed: perhaps a place still holds it
+        for path, offset, size in self._lookup(digest):
+            try:
+                with open(path, "rb") as handle:
+                    data = os.pread(handle.fileno(), size, offset)
+            except OSError:
+                data = b""
+            if len(data) == size and hash_of(data) == digest:
+                return data
+            self._forget(digest, path, offset)
+        return None
+
     def put(self, data: bytes, digest: str | None = None) -> str:
         """Store ``data``; with ``digest``, only if the bytes hash to it (MalformedError if not)."""
-        actual = blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
+        actual = hash_of(data)
         if digest is not None and actual != digest:
             raise MalformedError(f"blob bytes hash to {actual}, not {digest}")
         target = self.path(actual)
@@ -98,3 +158,45 @@ class BlobStore:
                     yield self.put(chunk.data), chunk.length
                     used = chunk.offset + chunk.length
                 buffer = buffer[used:]
+
+    # -- places ---------------------------------------------------------------------
+
+    def record(self, path: Path, chunks: Iterable[tuple[str, int, int]]) -> None:
+        """``path`` now holds these chunks (id, offset, size), and nothing it held before."""
+        name = str(path.absolute())
+        rows = [(bytes.fromhex(d), name, offset, size) for d, offset, size in chunks]
+
+        def run(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM places WHERE path=?", (name,))
+            db.executemany("INSERT OR REPLACE INTO places VALUES (?, ?, ?, ?)", rows)
+
+        self._places_do("update", run)
+
+    def _lookup(self, digest: str) -> list[tuple[str, int, int]]:
+        if self._places is None and not self._places_path.exists():
+            return []  # nothing was ever fetched here: do not create the index to read it
+        sql = "SELECT path, offset, size FROM places WHERE digest=?"
+        return self._places_do(
+            "read", lambda db: db.execute(sql, (bytes.fromhex(digest),)).fetchall()
+        )
+
+    def _forget(self, digest: str, path: str, offset: int) -> None:
+        sql = "DELETE FROM places WHERE digest=? AND path=? AND offset=?"
+        self._places_do("update", lambda db: db.execute(sql, (bytes.fromhex(digest), path, offset)))
+
+    def _places_do(self, what: str, run: Callable[[sqlite3.Connection], T]) -> T:
+        """``run`` in one transaction on the places index, opened the first time."""
+        with self._lock:
+            try:
+                if self._places is None:
+                    db = sqlite3.connect(self._places_path, timeout=30.0, check_same_thread=False)
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.execute("PRAGMA synchronous=NORMAL")
+                    db.executescript(_PLACES_SCHEMA)
+                    self._places = db
+                with self._places:
+                    return run(self._places)
+            except sqlite3.Error as exc:
+                raise StoreError(
+                    f"cannot {what} the chunk places {self._places_path}: {exc}"
+                ) from exc

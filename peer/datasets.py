@@ -1,49 +1,62 @@
 """Datasets: share a file or folder as signed versions, fetch them anywhere (docs/files.md).
 
 A version is a ``dataset.version`` event whose data names a manifest blob;
-the manifest names the chunk blobs. Fetching verifies every blob against
-its name before storing it and writes each file under a temporary name,
-then renames it, so DIR never holds a half-written file under its real name.
-Chunks already in the blob store are never fetched again: an interrupted
-fetch resumes, and a new version moves only what changed.
+the manifest names the chunk blobs. Fetching verifies every chunk against
+its name before writing it, straight into its file (each byte is written
+once), under a temporary name that is renamed when the file is whole, so
+DIR never holds a half-written file under its real name. A chunk with a
+copy here (the blob store, a file fetched before, the temporary file of an
+interrupted fetch) is never fetched again: an interrupted fetch resumes,
+and a new version moves only what changed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
-from collections.abc import Callable
-from collections.abc import Set as AbstractSet
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from dizzy.peer.blobs import BlobStore
+from dizzy.peer.blobs import BlobStore, hash_of
 from dizzy.peer.local import LocalPeer
 from dizzy.protocol import (
     MalformedError,
     NotFoundError,
+    OversizeError,
+    RemoteError,
     StoreError,
     TransportError,
     UsageError,
 )
-from dizzy.protocol.manifest import FileEntry, Manifest, decode_manifest, safe_path
+from dizzy.protocol.manifest import (
+    MAX_MANIFEST_BYTES,
+    FileEntry,
+    Manifest,
+    decode_manifest,
+    safe_path,
+)
 
 __all__ = [
     "VERSION_TYPE",
     "FetchReport",
     "Version",
-    "fetch_blobs",
+    "fetch_manifest",
+    "fetch_tree",
     "share",
     "versions",
-    "write_tree",
 ]
 
 VERSION_TYPE = "dataset.version"
 PARALLEL = 4  # chunk requests in flight
+TMP_SUFFIX = ".dizzy-tmp"
 Progress = Callable[[int], None]
+Accept = Callable[[bytes], Awaitable[object]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +82,7 @@ class Version:
 
 
 def blobs(peer: LocalPeer) -> BlobStore:
-    return BlobStore(peer.home.ensure().path / "blobs")
+    return peer.blobs
 
 
 def share(
@@ -149,109 +162,253 @@ def manifest_of(peer: LocalPeer, version: Version) -> Manifest:
 
 @dataclass(slots=True)
 class FetchReport:
-    fetched: int = 0  # blobs
+    fetched: int = 0  # blobs that came from peers
     fetched_bytes: int = 0
-    reused: int = 0  # blobs already here
+    reused: int = 0  # chunks written from a copy already here
     bad: int = 0  # blobs whose bytes did not match their name
     bad_from: dict[str, int] = field(default_factory=dict)  # peer URL -> wrong blobs
-    verified: set[str] = field(default_factory=set)  # blobs fetched and checked now
 
 
-async def fetch_blobs(
-    peer: LocalPeer, wanted: dict[str, int], urls: list[str], progress: Progress | None = None
-) -> FetchReport:
-    """Get every blob of ``wanted`` (id -> size) not held yet, from any of ``urls``."""
-    store = blobs(peer)
-    report = FetchReport()
-    missing = [d for d in wanted if not store.has(d)]
-    report.reused = len(wanted) - len(missing)
-    if missing and not urls:
-        raise TransportError("blobs are missing and no peer is known: dizzy peer add URL")
-    limit = asyncio.Semaphore(PARALLEL)
+def _session() -> aiohttp.ClientSession:
     timeout = aiohttp.ClientTimeout(total=600, connect=10, sock_read=60)
+    return aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
 
-    async def one(session: aiohttp.ClientSession, digest: str, start: int) -> None:
+
+class _Peers:
+    """Blobs from a list of peers, each asked in turn; wrong bytes count against the sender."""
+
+    def __init__(self, session: aiohttp.ClientSession, urls: list[str], report: FetchReport):
+        self.session, self.urls, self.report = session, urls, report
+
+    async def get(self, digest: str, limit: int, first: int, accept: Accept) -> bytes:
+        """The blob's bytes once ``accept`` took them (it raises RemoteError if they are wrong)."""
+        if not self.urls:
+            raise TransportError(
+                f"blob {digest} is not here and no peer is known: dizzy peer add URL"
+            )
         errors = []
-        async with limit:
-            for k in range(len(urls)):  # each peer in turn, starting at a different one
-                url = urls[(start + k) % len(urls)]
-                try:
-                    async with session.get(f"{url}/v1/blobs/{digest}") as answer:
-                        if answer.status != 200:
-                            errors.append(f"{url}: HTTP {answer.status}")
-                            continue
-                        data = await answer.read()
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    errors.append(f"{url}: {exc.__class__.__name__}")
-                    continue
-                try:
-                    await asyncio.to_thread(store.put, data, digest)
-                except MalformedError:
-                    report.bad += 1  # a peer sent wrong bytes: try the next one
-                    report.bad_from[url] = report.bad_from.get(url, 0) + 1
-                    errors.append(f"{url}: bytes do not match the blob id")
-                    continue
-                report.fetched += 1
-                report.verified.add(digest)
-                report.fetched_bytes += len(data)
-                if progress:
-                    progress(len(data))
-                return
+        for k in range(len(self.urls)):
+            url = self.urls[(first + k) % len(self.urls)]
+            try:
+                async with self.session.get(f"{url}/v1/blobs/{digest}") as answer:
+                    if answer.status != 200:
+                        errors.append(f"{url}: HTTP {answer.status}")
+                        continue
+                    data = await _body(answer, limit)
+                    await accept(data)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                errors.append(f"{url}: {exc.__class__.__name__}")
+                continue
+            except RemoteError as exc:
+                self.report.bad += 1  # a peer sent wrong bytes: try the next one
+                self.report.bad_from[url] = self.report.bad_from.get(url, 0) + 1
+                errors.append(f"{url}: {exc}")
+                continue
+            self.report.fetched += 1
+            self.report.fetched_bytes += len(data)
+            return data
         raise TransportError(f"no peer gave blob {digest}: {'; '.join(errors)}")
 
-    async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
-        tasks = [asyncio.create_task(one(session, d, i)) for i, d in enumerate(missing)]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+
+async def _body(answer: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, or OversizeError as soon as it passes ``limit`` bytes."""
+    if answer.content_length is not None and answer.content_length > limit:
+        raise OversizeError(f"{answer.content_length} bytes, over the {limit} expected")
+    parts, total = [], 0
+    async for part in answer.content.iter_any():
+        total += len(part)
+        if total > limit:
+            raise OversizeError(f"over the {limit} bytes expected")
+        parts.append(part)
+    return b"".join(parts)
+
+
+async def fetch_manifest(
+    peer: LocalPeer, version: Version, urls: list[str], report: FetchReport
+) -> Manifest:
+    """The version's manifest, from the blob store or else from ``urls``."""
+    store = blobs(peer)
+    if not store.has(version.manifest):
+        async with _session() as session:
+            await _Peers(session, urls, report).get(
+                version.manifest,
+                MAX_MANIFEST_BYTES,
+                0,
+                lambda data: asyncio.to_thread(store.put, data, version.manifest),
+            )
+    return manifest_of(peer, version)
+
+
+@dataclass(slots=True)
+class _Target:
+    """A file of the manifest being written: under ``tmp`` until every chunk is in."""
+
+    entry: FileEntry
+    path: Path
+    tmp: Path
+    left: int = 0  # chunk copies still to write
+
+
+async def fetch_tree(
+    peer: LocalPeer,
+    manifest: Manifest,
+    dest: Path,
+    urls: list[str],
+    progress: Progress | None = None,
+    report: FetchReport | None = None,
+) -> FetchReport:
+    """Write the files of ``manifest`` into ``dest``, each byte once.
+
+    A chunk comes from a copy here (the blob store, a file fetched before, or
+    the temporary file an interrupted fetch left) if one still hashes to its
+    name, else from a peer of ``urls``, verified before it is written. Each
+    file is written at its final size under ``.NAME.dizzy-tmp``, fsynced,
+    given its mode and renamed; then its chunks are recorded as places.
+    """
+    store = blobs(peer)
+    report = report if report is not None else FetchReport()
+    progress = progress or (lambda n: None)
+    targets = _targets(manifest, dest)
+    jobs: dict[str, list[tuple[_Target, int]]] = {}  # chunk -> copies to write (file, offset)
+    sizes: dict[str, int] = {}
+    written = []
+    for target in targets:
+        found = await asyncio.to_thread(_open_tmp, target)
+        offset = 0
+        for digest, size in target.entry.chunks:
+            if offset in found:
+                report.reused += 1
+                progress(size)
+            else:
+                jobs.setdefault(digest, []).append((target, offset))
+                sizes[digest] = size
+                target.left += 1
+            offset += size
+        written.append(target)
+        if not target.left:
+            await asyncio.to_thread(_finish, store, target)
+    pending = list(jobs.items())
+
+    async def work(session: aiohttp.ClientSession, todo: Iterator[int]) -> None:
+        peers = _Peers(session, urls, report)
+        for k in todo:
+            digest, copies = pending[k]
+            data = await asyncio.to_thread(store.local, digest)
+            if data is None:
+                data = await peers.get(digest, sizes[digest], k, partial(_check, digest))
+            else:
+                report.reused += 1
+            await asyncio.to_thread(_write, data, copies)
+            for target, _ in copies:
+                target.left -= 1
+                if not target.left:
+                    await asyncio.to_thread(_finish, store, target)
+            progress(len(data) * len(copies))
+
+    todo = iter(range(len(pending)))  # shared by the workers: each job is taken once
+    try:
+        async with _session() as session:
+            tasks = [asyncio.create_task(work(session, todo)) for _ in range(PARALLEL)]
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+    except StoreError:
+        # A write failed (a full disk): free what this fetch took. Temporary
+        # files are kept for anything else (an unreachable peer, Ctrl-C): the
+        # next fetch resumes from them.
+        for target in written:
+            target.tmp.unlink(missing_ok=True)
+        raise
     return report
 
 
-def write_tree(
-    peer: LocalPeer, manifest: Manifest, dest: Path, fresh: AbstractSet[str] = frozenset()
-) -> None:
-    """Write the files of ``manifest`` into ``dest`` from the blob store.
-
-    Blobs in ``fresh`` were verified by this process a moment ago and are
-    copied by the kernel; older ones are hashed again on the way.
-    """
-    store = blobs(peer)
+def _targets(manifest: Manifest, dest: Path) -> list[_Target]:
+    """Where each file goes, checked to lie inside ``dest`` (manifest paths are untrusted)."""
     dest.mkdir(parents=True, exist_ok=True)
     top = dest.resolve()
+    targets = []
     for entry in manifest.files:
-        target = dest / safe_path(entry.path)
+        path = dest / safe_path(entry.path)
         # An existing symlink inside DEST must not lead the write elsewhere.
-        if not target.parent.resolve().is_relative_to(top) or target.is_symlink():
+        if not path.parent.resolve().is_relative_to(top) or path.is_symlink():
             raise MalformedError(f"{entry.path!r} would be written outside {dest}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.parent.resolve().is_relative_to(top):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.resolve().is_relative_to(top):
             raise MalformedError(f"{entry.path!r} would be written outside {dest}")
-        tmp = target.with_name(f".{target.name}.dizzy-tmp")
-        try:
-            with open(tmp, "wb") as out:
+        targets.append(_Target(entry, path, path.with_name(f".{path.name}{TMP_SUFFIX}")))
+    return targets
+
+
+def _open_tmp(target: _Target) -> set[int]:
+    """Make ``target.tmp`` at the file's size; the offsets of chunks it holds already.
+
+    A temporary file of the right size left by an interrupted fetch is kept,
+    and each of its chunks that hashes to its name counts as written.
+    """
+    found: set[int] = set()
+    entry = target.entry
+    try:
+        if target.tmp.is_symlink() or target.tmp.stat().st_size != entry.size:
+            target.tmp.unlink()
+        else:
+            with open(target.tmp, "rb") as held:
+                offset = 0
                 for digest, size in entry.chunks:
-                    if digest in fresh:
-                        _copy(store.path(digest), out.fileno(), size)
-                    else:
-                        out.write(store.read_verified(digest))
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp, entry.mode)
-            tmp.replace(target)
+                    if hash_of(os.pread(held.fileno(), size, offset)) == digest:
+                        found.add(offset)
+                    offset += size
+            return found
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise StoreError(f"cannot write {target.path}: {exc.strerror or exc}") from exc
+    try:
+        fd = os.open(target.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.ftruncate(fd, entry.size)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        target.tmp.unlink(missing_ok=True)
+        raise StoreError(f"cannot write {target.path}: {exc.strerror or exc}") from exc
+    return found
+
+
+async def _check(digest: str, data: bytes) -> None:
+    if await asyncio.to_thread(hash_of, data) != digest:
+        raise MalformedError("bytes do not match the blob id")
+
+
+def _write(data: bytes, copies: list[tuple[_Target, int]]) -> None:
+    for target, offset in copies:
+        try:
+            fd = os.open(target.tmp, os.O_WRONLY | os.O_NOFOLLOW)
+            try:
+                if os.pwrite(fd, data, offset) != len(data):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            finally:
+                os.close(fd)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from exc
+            raise StoreError(f"cannot write {target.path}: {exc.strerror or exc}") from exc
 
 
-def _copy(source: Path, out: int, size: int) -> None:
-    """Append ``size`` bytes of ``source`` to the file ``out`` inside the kernel."""
-    with open(source, "rb") as src:
-        done = 0
-        while done < size:
-            moved = os.copy_file_range(src.fileno(), out, size - done)
-            if moved == 0:
-                raise StoreError(f"blob {source.name} is shorter than its manifest says")
-            done += moved
+def _finish(store: BlobStore, target: _Target) -> None:
+    """fsync, mode, rename: the file appears whole under its name or not at all."""
+    try:
+        fd = os.open(target.tmp, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(target.tmp, target.entry.mode)
+        target.tmp.replace(target.path)
+    except OSError as exc:
+        raise StoreError(f"cannot write {target.path}: {exc.strerror or exc}") from exc
+    places, offset = [], 0
+    for digest, size in target.entry.chunks:
+        places.append((digest, offset, size))
+        offset += size
+    store.record(target.path, places)

@@ -32,3 +32,8 @@ class Home:
     @property
     def database(self) -> Path:
         return self.path / "dizzy.db"
+
+    @property
+    def places(self) -> Path:
+        """Where verified copies of fetched chunks lie (dizzy.peer.blobs)."""
+        return self.path / "places.db"

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from dizzy.peer.blobs import BlobStore
 from dizzy.peer.home import Home
 from dizzy.peer.ingest import Verifier, ingest_raw
 from dizzy.peer.keystore import create_identity, is_sealed, load_identity, read_agent_id
@@ -46,6 +47,7 @@ class LocalPeer:
         self.home = home
         self._passphrase = passphrase
         self._store: Store | None = None
+        self._blobs: BlobStore | None = None
         self._identity: Keypair | None = None
 
     @classmethod
@@ -61,6 +63,9 @@ class LocalPeer:
         if self._store is not None:
             self._store.close()
             self._store = None
+        if self._blobs is not None:
+            self._blobs.close()
+            self._blobs = None
 
     def __enter__(self) -> LocalPeer:
         return self
@@ -73,6 +78,14 @@ class LocalPeer:
         if self._store is None:
             self._store = Store(self.home.ensure().database)
         return self._store
+
+    @property
+    def blobs(self) -> BlobStore:
+        """Chunks and manifests, and where fetched chunks lie (dizzy.peer.blobs)."""
+        if self._blobs is None:
+            home = self.home.ensure()
+            self._blobs = BlobStore(home.path / "blobs", home.places)
+        return self._blobs
 
     # -- identity -------------------------------------------------------------
 

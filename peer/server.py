@@ -11,7 +11,6 @@ from importlib.metadata import version
 
 from aiohttp import web
 
-from dizzy.peer.blobs import BlobStore
 from dizzy.peer.client import AGENT_HEADER
 from dizzy.peer.service import PeerService
 from dizzy.protocol import MAX_EVENT_BYTES, OversizeError, RemoteError, entity_id, parse_agent
@@ -37,6 +36,7 @@ log = logging.getLogger("dizzy.peer")
 BODY_TIMEOUT_S = 120.0
 THROTTLE_DELAY_S = 2.0  # added to every request of a throttled source
 SERVICE = web.AppKey("service", PeerService)
+_OCTETS = {"Content-Type": "application/octet-stream"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -191,12 +191,26 @@ async def push_events(request: web.Request) -> web.Response:
 
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
-    """A chunk or manifest, streamed from disk (Range requests too)."""
-    service = request.app[SERVICE]
-    path = BlobStore(service.peer.home.path / "blobs").path(request.match_info["blob"])
-    if not path.is_file():
+    """A chunk or manifest: a stored blob streamed from disk, or a fetched chunk
+    read from its place and checked against its name first; Range requests too."""
+    store = request.app[SERVICE].peer.blobs
+    digest = request.match_info["blob"]
+    if store.has(digest):
+        return web.FileResponse(store.path(digest), headers=_OCTETS)
+    data = await asyncio.to_thread(store.local, digest)
+    if data is None:
         return _error(404, "not_found", "no such blob here")
-    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+    try:
+        wanted = request.http_range
+    except ValueError:
+        wanted = slice(0, 0)  # a malformed Range: answered as unsatisfiable
+    if wanted.start is None and wanted.stop is None:
+        return web.Response(body=data, headers=_OCTETS)
+    start, stop, _ = wanted.indices(len(data))
+    if start >= stop:
+        return web.Response(status=416, headers={"Content-Range": f"bytes */{len(data)}"})
+    headers = {**_OCTETS, "Content-Range": f"bytes {start}-{stop - 1}/{len(data)}"}
+    return web.Response(status=206, body=data[start:stop], headers=headers)
 
 
 def make_app(service: PeerService) -> web.Application:

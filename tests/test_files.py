@@ -3,6 +3,7 @@ between real daemons (docs/files.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -16,8 +17,8 @@ import pytest
 from daemons import Daemons, dizzy, dizzy_json, make_home, wait_until
 
 from dizzy.peer import LocalPeer
-from dizzy.peer.datasets import blobs, write_tree
-from dizzy.protocol import MalformedError, OversizeError, StoreError
+from dizzy.peer.datasets import blobs, fetch_tree, manifest_of, pick
+from dizzy.protocol import MalformedError, OversizeError, TransportError
 from dizzy.protocol.manifest import FileEntry, Manifest, blob_id, decode_manifest, safe_path
 
 H = "0" * 64
@@ -94,7 +95,7 @@ def test_a_symlink_in_the_target_folder_cannot_lead_a_write_outside(tmp_path: Pa
         digest = blobs(peer).put(b"payload")
         manifest = Manifest.build([FileEntry("sub/x", 7, 0o644, ((digest, 7),))])
         with pytest.raises(MalformedError, match="outside"):
-            write_tree(peer, manifest, dest)
+            asyncio.run(fetch_tree(peer, manifest, dest, []))
     assert list(outside.iterdir()) == []
 
 
@@ -138,6 +139,7 @@ def test_share_and_fetch_through_a_daemon_then_a_new_version_moves_only_the_chan
     assert shared["files"] == 4 and shared["bytes"] == sum(s for s, _, _ in tree(source).values())
     da = daemons.start(a)
 
+    first = tree(source)
     out = tmp_path / "copy"
     fetched = dizzy_json(b, "fetch", entity, "--to", str(out), "--peer", da.url)
     assert tree(out) == tree(source)
@@ -157,9 +159,15 @@ def test_share_and_fetch_through_a_daemon_then_a_new_version_moves_only_the_chan
     assert again["bytes_fetched"] < 6 << 20, again
     assert again["chunks_reused"] >= 10
 
-    # Fetching version 1 again needs nothing new: every chunk is here.
-    old = dizzy_json(b, "fetch", entity, "--version", "1", "--to", str(tmp_path / "v1"))
-    assert old["bytes_fetched"] == 0 and old["version"] == 1
+    # Version 1 into another folder: B's copy of big.bin is version 2 now, so
+    # only the chunks that version 2 replaced move again.
+    v1 = tmp_path / "v1"
+    old = dizzy_json(b, "fetch", entity, "--version", "1", "--to", str(v1), "--peer", da.url)
+    assert old["version"] == 1 and tree(v1) == first
+    assert 0 < old["bytes_fetched"] < 6 << 20, old
+    # Every chunk of version 2 is in B's files now: a third copy moves nothing.
+    third = dizzy_json(b, "fetch", entity, "--to", str(tmp_path / "v2"), "--peer", da.url)
+    assert third["bytes_fetched"] == 0 and tree(tmp_path / "v2") == tree(source)
 
 
 def test_a_chunk_with_wrong_bytes_is_discarded_and_fetched_elsewhere(
@@ -187,8 +195,9 @@ def test_a_chunk_with_wrong_bytes_is_discarded_and_fetched_elsewhere(
     assert not any(p.name.endswith(".tmp") for p in (b / "blobs").rglob("*"))
 
 
-def blob_count(home: Path) -> int:
-    return sum(1 for p in (home / "blobs").rglob("*") if p.is_file() and not p.name.startswith("."))
+def written(out: Path) -> int:
+    """Bytes written so far into the temporary files of a fetch into ``out``."""
+    return sum(p.stat().st_blocks * 512 for p in out.glob(".*.dizzy-tmp"))
 
 
 def start_fetch(home: Path, entity: str, out: Path, *urls: str) -> subprocess.Popen[str]:
@@ -215,16 +224,17 @@ def test_a_fetch_killed_halfway_resumes_with_only_the_missing_chunks(
     dizzy(b, "sync", da.url)
     out = tmp_path / "out"
     fetch = start_fetch(b, entity, out, da.url)
-    wait_until(lambda: blob_count(b) >= 3 or fetch.poll() is not None, 60, what="some chunks")
+    wait_until(lambda: written(out) >= 24 << 20 or fetch.poll() is not None, 60, what="chunks")
     fetch.kill()
     fetch.communicate()  # reaps it and closes its pipes
     assert fetch.returncode == -9, "the fetch ended before it could be killed"
-    before = blob_count(b)
+    before = written(out)
     total = dizzy_json(b, "ls", entity)[0]["size"]
     again = dizzy_json(b, "fetch", entity, "--to", str(out), "--peer", da.url)
     assert tree(out) == tree(source)
-    assert again["chunks_reused"] >= before - 1  # the manifest is a blob too
-    assert again["bytes_fetched"] <= total - (before - 1) * (256 << 10)
+    assert again["chunks_reused"] >= 6
+    # Chunks cut short by the kill (at most four in flight) move again; no other.
+    assert again["bytes_fetched"] <= total - before + 4 * (4 << 20), (again, before)
     assert not (out / ".data.bin.dizzy-tmp").exists()
 
 
@@ -238,12 +248,12 @@ def test_a_peer_killed_halfway_and_the_fetch_finishes_from_another(
     entity = dizzy_json(a, "share", str(source))["entity"]
     da = daemons.start(a)
     dizzy(b, "fetch", entity, "--to", str(tmp_path / "b-copy"), "--peer", da.url)
-    db = daemons.start(b)  # B now holds every chunk too
+    db = daemons.start(b)  # B now holds every chunk too, in its copy
     dizzy(c, "follow", entity)
     dizzy(c, "sync", da.url)
     out = tmp_path / "c-copy"
     fetch = start_fetch(c, entity, out, da.url, db.url)
-    wait_until(lambda: blob_count(c) >= 2 or fetch.poll() is not None, 60, what="some chunks")
+    wait_until(lambda: written(out) >= 4 << 20 or fetch.poll() is not None, 60, what="chunks")
     da.kill9()
     stdout, stderr = fetch.communicate(timeout=120)
     assert fetch.returncode == 0, stderr
@@ -262,9 +272,51 @@ def test_a_blob_damaged_on_disk_is_found_before_it_is_written_into_a_file(
             store.put(b"other bytes", digest)
         store.path(digest).write_bytes(b"rot")
         manifest = Manifest.build([FileEntry("f", 15, 0o644, ((digest, 15),))])
-        with pytest.raises(StoreError, match="damaged"):
-            write_tree(peer, manifest, tmp_path / "out")
+        with pytest.raises(TransportError, match=f"{digest} is not here"):
+            asyncio.run(fetch_tree(peer, manifest, tmp_path / "out", []))
         assert not store.has(digest) and not (tmp_path / "out" / "f").exists()
+
+
+def test_a_fetched_file_edited_later_is_not_passed_on(tmp_path: Path, daemons: Daemons) -> None:
+    a, b, c = (make_home(tmp_path / n) for n in "abc")
+    source = tmp_path / "set"
+    source.mkdir()
+    (source / "data.bin").write_bytes(random.Random(6).randbytes(3 << 20))
+    entity = dizzy_json(a, "share", str(source))["entity"]
+    da = daemons.start(a)
+    copy = tmp_path / "b-copy"
+    dizzy(b, "fetch", entity, "--to", str(copy), "--peer", da.url)
+    with LocalPeer.open(b) as peer:
+        manifest = manifest_of(peer, pick(peer, entity, None))
+    (first, size), *_ = manifest.files[0].chunks
+    db = daemons.start(b)
+    # B serves the chunk from its copy, Range requests too.
+    assert fetch_bytes(f"{db.url}/v1/blobs/{first}") == (source / "data.bin").read_bytes()[:size]
+    assert (
+        fetch_bytes(f"{db.url}/v1/blobs/{first}", "bytes=10-19")
+        == (source / "data.bin").read_bytes()[10:20]
+    )
+    # The user edits the copy: B no longer has that chunk, and says so.
+    with open(copy / "data.bin", "r+b") as handle:
+        handle.write(b"edited")
+    assert fetch_bytes(f"{db.url}/v1/blobs/{first}") == 404
+    # C, fetching from B then A, gets the right bytes and no strike against B.
+    out = tmp_path / "c-copy"
+    result = dizzy_json(c, "fetch", entity, "--to", str(out), "--peer", db.url, "--peer", da.url)
+    assert tree(out) == tree(source) and result["bad_chunks"] == 0
+
+
+def fetch_bytes(url: str, byte_range: str | None = None) -> bytes | int:
+    """The body of a GET, or its status if it is not 200 or 206."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, headers={"Range": byte_range} if byte_range else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return bytes(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def test_chunking_by_windows_cuts_exactly_the_chunks_of_the_whole_file(tmp_path: Path) -> None:
@@ -279,7 +331,8 @@ def test_chunking_by_windows_cuts_exactly_the_chunks_of_the_whole_file(tmp_path:
         c.length
         for c in fastcdc(str(file), min_size=MIN_CHUNK, avg_size=AVG_CHUNK, max_size=MAX_CHUNK)
     ]
-    assert [n for _, n in BlobStore(tmp_path / "blobs").chunk_file(file)] == whole
+    store = BlobStore(tmp_path / "blobs", tmp_path / "places.db")
+    assert [n for _, n in store.chunk_file(file)] == whole
 
 
 def _limit_file_size() -> None:
@@ -315,6 +368,6 @@ def test_a_write_that_fails_midway_gives_one_line_and_leaves_nothing_half_writte
     assert "File too large" in failed.stderr
     assert not (out / "data.bin").exists() and not list(out.glob(".*"))
     assert not [p for p in (b / "blobs").rglob("*") if p.name.endswith(".tmp")]
-    # With room again, the same command finishes, reusing every chunk it stored.
-    again = dizzy_json(b, "fetch", entity, "--to", str(out), "--peer", da.url)
-    assert tree(out) == tree(source) and again["chunks_reused"] >= 1
+    # With room again, the same command finishes.
+    dizzy_json(b, "fetch", entity, "--to", str(out), "--peer", da.url)
+    assert tree(out) == tree(source) and not list(out.glob(".*"))
