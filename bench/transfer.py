@@ -9,12 +9,15 @@ In one run, for a dataset of one random file of MIB MiB:
 2. curl downloading the same file from a plain static HTTP server (aiohttp's
    static files, in its own process) into a file on the same disk;
 3. ``dizzy fetch`` of the dataset from a ``dizzy peer run`` daemon into an
-   empty home and folder: MB/s end to end, and the peak memory (VmHWM) of
-   the fetching process and of the daemon;
+   empty home and folder: MB/s end to end (the process's start, the manifest,
+   every chunk checked and written, the file fsynced and renamed), and the
+   peak memory of the fetching process and of the daemon;
 4. dedup: 1 MiB rewritten in the middle of the file, shared as version 2,
    fetched by the same peer: the bytes that moved, against the file size.
 
-Prints Markdown tables (medians over the runs); progress goes to stderr.
+Each timed step starts after ``os.sync()``, so that it does not pay for the
+writeback of the files the steps before it wrote. Prints Markdown tables
+(medians over the runs); progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ def start(args: list[str], ready: str) -> tuple[subprocess.Popen[str], str]:
 def timed_fetch(home: Path, entity: str, out: Path, url: str) -> tuple[float, dict[str, int], int]:
     """Run ``dizzy fetch`` as a process; (seconds, its JSON, its peak memory in KiB)."""
     args = ["fetch", entity, "--to", str(out), "--peer", url, "--json", "--home", str(home)]
+    os.sync()  # the writeback of earlier steps is not this step's to pay
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "dizzy.cli", *args], stdout=subprocess.PIPE, text=True
@@ -114,6 +118,7 @@ def one_run(work: Path, mib: int) -> dict[str, float]:
     server, _ = start([sys.executable, "-c", SERVER, str(source), str(port)], "ready")
     try:
         target = work / "curl.bin"
+        os.sync()
         started = time.perf_counter()
         subprocess.run(
             ["curl", "-sS", "-o", str(target), f"http://127.0.0.1:{port}/data.bin"], check=True

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import blake3
 
 from dizzy.peer.blobs import BlobStore, hash_of
 from dizzy.peer.local import LocalPeer
@@ -56,7 +57,7 @@ VERSION_TYPE = "dataset.version"
 PARALLEL = 4  # chunk requests in flight
 TMP_SUFFIX = ".dizzy-tmp"
 Progress = Callable[[int], None]
-Accept = Callable[[bytes], Awaitable[object]]
+Receive = Callable[[aiohttp.ClientResponse], Awaitable[int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,8 +181,9 @@ class _Peers:
     def __init__(self, session: aiohttp.ClientSession, urls: list[str], report: FetchReport):
         self.session, self.urls, self.report = session, urls, report
 
-    async def get(self, digest: str, limit: int, first: int, accept: Accept) -> bytes:
-        """The blob's bytes once ``accept`` took them (it raises RemoteError if they are wrong)."""
+    async def get(self, digest: str, first: int, receive: Receive) -> None:
+        """Ask each peer in turn, from ``first`` on, until ``receive`` takes an
+        answer (it raises RemoteError if the bytes are wrong)."""
         if not self.urls:
             raise TransportError(
                 f"blob {digest} is not here and no peer is known: dizzy peer add URL"
@@ -194,8 +196,7 @@ class _Peers:
                     if answer.status != 200:
                         errors.append(f"{url}: HTTP {answer.status}")
                         continue
-                    data = await _body(answer, limit)
-                    await accept(data)
+                    size = await receive(answer)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 errors.append(f"{url}: {exc.__class__.__name__}")
                 continue
@@ -205,22 +206,9 @@ class _Peers:
                 errors.append(f"{url}: {exc}")
                 continue
             self.report.fetched += 1
-            self.report.fetched_bytes += len(data)
-            return data
+            self.report.fetched_bytes += size
+            return
         raise TransportError(f"no peer gave blob {digest}: {'; '.join(errors)}")
-
-
-async def _body(answer: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The whole body, or OversizeError as soon as it passes ``limit`` bytes."""
-    if answer.content_length is not None and answer.content_length > limit:
-        raise OversizeError(f"{answer.content_length} bytes, over the {limit} expected")
-    parts, total = [], 0
-    async for part in answer.content.iter_any():
-        total += len(part)
-        if total > limit:
-            raise OversizeError(f"over the {limit} bytes expected")
-        parts.append(part)
-    return b"".join(parts)
 
 
 async def fetch_manifest(
@@ -228,14 +216,22 @@ async def fetch_manifest(
 ) -> Manifest:
     """The version's manifest, from the blob store or else from ``urls``."""
     store = blobs(peer)
+
+    async def receive(answer: aiohttp.ClientResponse) -> int:
+        if (answer.content_length or 0) > MAX_MANIFEST_BYTES:
+            raise OversizeError(f"a manifest is at most {MAX_MANIFEST_BYTES} bytes")
+        parts, total = [], 0
+        async for part in answer.content.iter_any():
+            total += len(part)
+            if total > MAX_MANIFEST_BYTES:
+                raise OversizeError(f"a manifest is at most {MAX_MANIFEST_BYTES} bytes")
+            parts.append(part)
+        await asyncio.to_thread(store.put, b"".join(parts), version.manifest)
+        return total
+
     if not store.has(version.manifest):
         async with _session() as session:
-            await _Peers(session, urls, report).get(
-                version.manifest,
-                MAX_MANIFEST_BYTES,
-                0,
-                lambda data: asyncio.to_thread(store.put, data, version.manifest),
-            )
+            await _Peers(session, urls, report).get(version.manifest, 0, receive)
     return manifest_of(peer, version)
 
 
@@ -274,8 +270,7 @@ async def fetch_tree(
     written = []
     for target in targets:
         found = await asyncio.to_thread(_open_tmp, target)
-        offset = 0
-        for digest, size in target.entry.chunks:
+        for digest, offset, size in _placed(target.entry):
             if offset in found:
                 report.reused += 1
                 progress(size)
@@ -283,7 +278,6 @@ async def fetch_tree(
                 jobs.setdefault(digest, []).append((target, offset))
                 sizes[digest] = size
                 target.left += 1
-            offset += size
         written.append(target)
         if not target.left:
             await asyncio.to_thread(_finish, store, target)
@@ -293,17 +287,21 @@ async def fetch_tree(
         peers = _Peers(session, urls, report)
         for k in todo:
             digest, copies = pending[k]
+            size = sizes[digest]
             data = await asyncio.to_thread(store.local, digest)
-            if data is None:
-                data = await peers.get(digest, sizes[digest], k, partial(_check, digest))
-            else:
+            if data is not None:
                 report.reused += 1
-            await asyncio.to_thread(_write, data, copies)
+                await asyncio.to_thread(_write, data, copies)
+            else:
+                (target, offset), *others = copies
+                await peers.get(digest, k, partial(_receive, digest, size, target, offset))
+                if others:
+                    await asyncio.to_thread(_copy, target, offset, size, others)
             for target, _ in copies:
                 target.left -= 1
                 if not target.left:
                     await asyncio.to_thread(_finish, store, target)
-            progress(len(data) * len(copies))
+            progress(size * len(copies))
 
     todo = iter(range(len(pending)))  # shared by the workers: each job is taken once
     try:
@@ -355,11 +353,9 @@ def _open_tmp(target: _Target) -> set[int]:
             target.tmp.unlink()
         else:
             with open(target.tmp, "rb") as held:
-                offset = 0
-                for digest, size in entry.chunks:
+                for digest, offset, size in _placed(entry):
                     if hash_of(os.pread(held.fileno(), size, offset)) == digest:
                         found.add(offset)
-                    offset += size
             return found
     except FileNotFoundError:
         pass
@@ -377,38 +373,87 @@ def _open_tmp(target: _Target) -> set[int]:
     return found
 
 
-async def _check(digest: str, data: bytes) -> None:
-    if await asyncio.to_thread(hash_of, data) != digest:
+async def _receive(
+    digest: str, size: int, target: _Target, offset: int, answer: aiohttp.ClientResponse
+) -> int:
+    """Write a chunk's bytes into its place as they arrive, hashing them on the way.
+
+    Wrong bytes (RemoteError) are written over by the next peer's answer; the
+    file is renamed into place only once every chunk matched its name. The
+    writes are made here, not on a thread: a page-cache write of one read of
+    the socket costs less than a hop to a thread and back, and nothing may
+    ever be written past the chunk's own range.
+    """
+    if answer.content_length is not None and answer.content_length != size:
+        raise MalformedError(f"{answer.content_length} bytes, not the {size} of the blob")
+    hasher = blake3.blake3()
+    done = 0
+    fd = _open(target, os.O_WRONLY)
+    try:
+        async for part in answer.content.iter_any():
+            if done + len(part) > size:
+                raise MalformedError(f"more than the {size} bytes of the blob")
+            _pwrite(target, fd, part, offset + done)
+            hasher.update(part)
+            done += len(part)
+    finally:
+        os.close(fd)
+    if done != size or hasher.hexdigest() != digest:
         raise MalformedError("bytes do not match the blob id")
+    return size
+
+
+def _open(target: _Target, flags: int) -> int:
+    try:
+        return os.open(target.tmp, flags | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise StoreError(f"cannot write {target.path}: {exc.strerror or exc}") from exc
+
+
+def _pwrite(target: _Target, fd: int, data: bytes, offset: int) -> None:
+    try:
+        if os.pwrite(fd, data, offset) != len(data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    except OSError as exc:
+        raise StoreError(f"cannot write {target.path}: {exc.strerror or exc}") from exc
 
 
 def _write(data: bytes, copies: list[tuple[_Target, int]]) -> None:
     for target, offset in copies:
+        fd = _open(target, os.O_WRONLY)
         try:
-            fd = os.open(target.tmp, os.O_WRONLY | os.O_NOFOLLOW)
-            try:
-                if os.pwrite(fd, data, offset) != len(data):
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise StoreError(f"cannot write {target.path}: {exc.strerror or exc}") from exc
+            _pwrite(target, fd, data, offset)
+        finally:
+            os.close(fd)
+
+
+def _copy(source: _Target, offset: int, size: int, copies: list[tuple[_Target, int]]) -> None:
+    """A chunk that occurs several times: the other copies from the one just checked."""
+    fd = _open(source, os.O_RDONLY)
+    try:
+        data = os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
+    _write(data, copies)
 
 
 def _finish(store: BlobStore, target: _Target) -> None:
     """fsync, mode, rename: the file appears whole under its name or not at all."""
+    fd = _open(target, os.O_RDONLY)
     try:
-        fd = os.open(target.tmp, os.O_RDONLY | os.O_NOFOLLOW)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(target.tmp, target.entry.mode)
+        os.fsync(fd)
+        os.fchmod(fd, target.entry.mode)
         target.tmp.replace(target.path)
     except OSError as exc:
         raise StoreError(f"cannot write {target.path}: {exc.strerror or exc}") from exc
-    places, offset = [], 0
-    for digest, size in target.entry.chunks:
-        places.append((digest, offset, size))
+    finally:
+        os.close(fd)
+    store.record(target.path, _placed(target.entry))
+
+
+def _placed(entry: FileEntry) -> Iterator[tuple[str, int, int]]:
+    """The chunks of a file with their offsets: (id, offset, size)."""
+    offset = 0
+    for digest, size in entry.chunks:
+        yield digest, offset, size
         offset += size
-    store.record(target.path, places)
