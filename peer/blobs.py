@@ -52,7 +52,7 @@ CREATE INDEX IF NOT EXISTS places_by_path ON places (path);
 
 
 def hash_of(data: bytes) -> str:
-    return blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
+    return blake3.blake3(data).hexdigest()
 
 
 class BlobStore:
