@@ -118,6 +118,9 @@ def make_tree(root: Path) -> None:
     (root / "nested" / "deeper" / "empty").write_bytes(b"")
     (root / "run.sh").write_text("#!/bin/sh\necho hi\n")
     (root / "run.sh").chmod(0o755)
+    twin = rng.randbytes(3 << 20)  # the same chunks twice: fetched once
+    (root / "twin-a.bin").write_bytes(twin)
+    (root / "nested" / "twin-b.bin").write_bytes(twin)
 
 
 def tree(root: Path) -> dict[str, tuple[int, int, bytes]]:
@@ -136,7 +139,7 @@ def test_share_and_fetch_through_a_daemon_then_a_new_version_moves_only_the_chan
     make_tree(source)
     shared = dizzy_json(a, "share", str(source), "--name", "survey", "-m", "first")
     entity = shared["entity"]
-    assert shared["files"] == 4 and shared["bytes"] == sum(s for s, _, _ in tree(source).values())
+    assert shared["files"] == 6 and shared["bytes"] == sum(s for s, _, _ in tree(source).values())
     da = daemons.start(a)
 
     first = tree(source)
@@ -144,6 +147,8 @@ def test_share_and_fetch_through_a_daemon_then_a_new_version_moves_only_the_chan
     fetched = dizzy_json(b, "fetch", entity, "--to", str(out), "--peer", da.url)
     assert tree(out) == tree(source)
     assert fetched["bytes_fetched"] >= BIG and fetched["bad_chunks"] == 0
+    # One twin moved (the rest is the manifest).
+    assert fetched["bytes_fetched"] < shared["bytes"] - (3 << 20) + (64 << 10)
     assert [v["message"] for v in dizzy_json(b, "versions", entity)] == ["first"]
     assert {f["path"] for f in dizzy_json(b, "ls", entity)} == set(tree(source))
 
@@ -296,6 +301,8 @@ def test_a_fetched_file_edited_later_is_not_passed_on(tmp_path: Path, daemons: D
         fetch_bytes(f"{db.url}/v1/blobs/{first}", "bytes=10-19")
         == (source / "data.bin").read_bytes()[10:20]
     )
+    assert fetch_bytes(f"{db.url}/v1/blobs/{first}", f"bytes={size}-") == 416
+    assert fetch_bytes(f"{db.url}/v1/blobs/not-a-hash") == 400
     # The user edits the copy: B no longer has that chunk, and says so.
     with open(copy / "data.bin", "r+b") as handle:
         handle.write(b"edited")
@@ -371,3 +378,65 @@ def test_a_write_that_fails_midway_gives_one_line_and_leaves_nothing_half_writte
     # With room again, the same command finishes.
     dizzy_json(b, "fetch", entity, "--to", str(out), "--peer", da.url)
     assert tree(out) == tree(source) and not list(out.glob(".*"))
+
+
+LIAR = """
+import sys
+from aiohttp import web
+
+async def blob(request):
+    # The first 64 KiB of the right answer, then a megabyte too many, chunked,
+    # with no Content-Length to warn the client.
+    answer = web.StreamResponse()
+    await answer.prepare(request)
+    real = open(sys.argv[1] + "/" + request.match_info["blob"][:2] + "/"
+                + request.match_info["blob"][2:], "rb").read()
+    await answer.write(real[:65536])
+    await answer.write(b"x" * (1 << 20) + real[65536:])
+    return answer
+
+app = web.Application()
+app.router.add_get("/v1/blobs/{blob}", blob)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=lambda *a: print("ready", flush=True))
+"""
+
+
+def test_a_peer_sending_more_than_a_chunk_writes_nothing_past_it(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    import socket
+
+    a, b = make_home(tmp_path / "a"), make_home(tmp_path / "b")
+    source = tmp_path / "set"
+    source.mkdir()
+    (source / "data.bin").write_bytes(random.Random(8).randbytes(5 << 20))
+    entity = dizzy_json(a, "share", str(source))["entity"]
+    da = daemons.start(a)
+    dizzy(b, "follow", entity)
+    dizzy(b, "sync", da.url)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    liar = subprocess.Popen(
+        [sys.executable, "-c", LIAR, str(a / "blobs"), str(port)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert liar.stdout is not None and "ready" in liar.stdout.readline()
+        out = tmp_path / "out"
+        result = dizzy_json(
+            b,
+            "fetch",
+            entity,
+            "--to",
+            str(out),
+            "--peer",
+            f"http://127.0.0.1:{port}",
+            "--peer",
+            da.url,
+        )
+    finally:
+        liar.kill()
+        liar.communicate()  # reaps it and closes its pipe
+    # Every chunk was first asked of the liar or of A: the liar's answers were
+    # refused at their first byte too many, and their chunks came from A.
+    assert result["bad_chunks"] >= 1 and tree(out) == tree(source)
