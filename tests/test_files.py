@@ -397,7 +397,8 @@ async def blob(request):
 
 app = web.Application()
 app.router.add_get("/v1/blobs/{blob}", blob)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=lambda *a: print("ready", flush=True))
+ready = lambda *a: print("ready", flush=True)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=ready)
 """
 
 
