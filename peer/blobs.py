@@ -14,12 +14,16 @@ Two kinds of copies, both checked against the name every time they are used:
   and deleting ``places.db`` loses nothing else.
 
 Blobs are not fsynced one by one (that halves a fetch's rate); :meth:`local`
-hashes them again where they are used instead, so a copy damaged by a power
-cut or an edit is found, forgotten and fetched again, never passed on.
+hashes them again where this home uses them instead, so a copy damaged by a
+power cut or an edit is found, forgotten and fetched again. The daemon
+streams stored blobs as they are (the receiver checks every byte) but reads
+and checks a fetched file's chunk before serving it: the user may have
+edited that file, and its bytes must not count as a lie of this peer.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -38,6 +42,7 @@ __all__ = ["AVG_CHUNK", "MAX_CHUNK", "MIN_CHUNK", "BlobStore", "hash_of"]
 # Content-defined chunk sizes: an edit changes one or two chunks around it.
 MIN_CHUNK, AVG_CHUNK, MAX_CHUNK = 256 << 10, 1 << 20, MAX_CHUNK_BYTES
 T = TypeVar("T")
+log = logging.getLogger("dizzy.peer")
 WINDOW = 8 * MAX_CHUNK  # bytes of a file in memory while chunking
 _PLACES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS places (
@@ -159,7 +164,7 @@ class BlobStore:
                     used = chunk.offset + chunk.length
                 buffer = buffer[used:]
 
-    # -- places ---------------------------------------------------------------------
+    # -- places: a cache, so a failure to read or update it is logged, not raised ----
 
     def record(self, path: Path, chunks: Iterable[tuple[str, int, int]]) -> None:
         """``path`` now holds these chunks (id, offset, size), and nothing it held before."""
@@ -170,33 +175,38 @@ class BlobStore:
             db.execute("DELETE FROM places WHERE path=?", (name,))
             db.executemany("INSERT OR REPLACE INTO places VALUES (?, ?, ?, ?)", rows)
 
-        self._places_do("update", run)
+        self._places_do(run, None)
 
     def _lookup(self, digest: str) -> list[tuple[str, int, int]]:
         if self._places is None and not self._places_path.exists():
             return []  # nothing was ever fetched here: do not create the index to read it
         sql = "SELECT path, offset, size FROM places WHERE digest=?"
-        return self._places_do(
-            "read", lambda db: db.execute(sql, (bytes.fromhex(digest),)).fetchall()
-        )
+        key = bytes.fromhex(digest)
+        return self._places_do(lambda db: db.execute(sql, (key,)).fetchall(), [])
 
     def _forget(self, digest: str, path: str, offset: int) -> None:
         sql = "DELETE FROM places WHERE digest=? AND path=? AND offset=?"
-        self._places_do("update", lambda db: db.execute(sql, (bytes.fromhex(digest), path, offset)))
+        self._places_do(lambda db: db.execute(sql, (bytes.fromhex(digest), path, offset)), None)
 
-    def _places_do(self, what: str, run: Callable[[sqlite3.Connection], T]) -> T:
-        """``run`` in one transaction on the places index, opened the first time."""
+    def _places_do(self, run: Callable[[sqlite3.Connection], T], failed: T) -> T:
+        """``run`` in one transaction on the places index (opened the first
+        time); ``failed`` if SQLite fails: chunks are then fetched again."""
         with self._lock:
             try:
                 if self._places is None:
                     db = sqlite3.connect(self._places_path, timeout=30.0, check_same_thread=False)
-                    db.execute("PRAGMA journal_mode=WAL")
-                    db.execute("PRAGMA synchronous=NORMAL")
-                    db.executescript(_PLACES_SCHEMA)
+                    try:
+                        db.execute("PRAGMA journal_mode=WAL")
+                        db.execute("PRAGMA synchronous=NORMAL")
+                        db.executescript(_PLACES_SCHEMA)
+                    except sqlite3.Error:
+                        db.close()
+                        raise
                     self._places = db
                 with self._places:
                     return run(self._places)
             except sqlite3.Error as exc:
-                raise StoreError(
-                    f"cannot {what} the chunk places {self._places_path}: {exc}"
-                ) from exc
+                log.warning(
+                    "chunk places %s: %s (chunks will be fetched again)", self._places_path, exc
+                )
+                return failed

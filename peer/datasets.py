@@ -37,6 +37,7 @@ from dizzy.protocol import (
 )
 from dizzy.protocol.manifest import (
     MAX_MANIFEST_BYTES,
+    RESERVED_SUFFIX,
     FileEntry,
     Manifest,
     decode_manifest,
@@ -55,7 +56,7 @@ __all__ = [
 
 VERSION_TYPE = "dataset.version"
 PARALLEL = 4  # chunk requests in flight
-TMP_SUFFIX = ".dizzy-tmp"
+TMP_SUFFIX = RESERVED_SUFFIX
 Progress = Callable[[int], None]
 Receive = Callable[[aiohttp.ClientResponse], Awaitable[int]]
 
@@ -266,22 +267,8 @@ async def fetch_tree(
     progress = progress or (lambda n: None)
     targets = _targets(manifest, dest)
     jobs: dict[str, list[tuple[_Target, int]]] = {}  # chunk -> copies to write (file, offset)
-    sizes: dict[str, int] = {}
-    written = []
-    for target in targets:
-        found = await asyncio.to_thread(_open_tmp, target)
-        for digest, offset, size in _placed(target.entry):
-            if offset in found:
-                report.reused += 1
-                progress(size)
-            else:
-                jobs.setdefault(digest, []).append((target, offset))
-                sizes[digest] = size
-                target.left += 1
-        written.append(target)
-        if not target.left:
-            await asyncio.to_thread(_finish, store, target)
-    pending = list(jobs.items())
+    sizes = manifest.chunks()
+    made: list[_Target] = []  # targets whose temporary file this fetch made or kept
 
     async def work(session: aiohttp.ClientSession, todo: Iterator[int]) -> None:
         peers = _Peers(session, urls, report)
@@ -289,8 +276,8 @@ async def fetch_tree(
             digest, copies = pending[k]
             size = sizes[digest]
             data = await asyncio.to_thread(store.local, digest)
-            if data is not None:
-                report.reused += 1
+            if data is not None and len(data) == size:
+                report.reused += len(copies)
                 await asyncio.to_thread(_write, data, copies)
             else:
                 (target, offset), *others = copies
@@ -303,8 +290,21 @@ async def fetch_tree(
                     await asyncio.to_thread(_finish, store, target)
             progress(size * len(copies))
 
-    todo = iter(range(len(pending)))  # shared by the workers: each job is taken once
     try:
+        for target in targets:
+            found = await asyncio.to_thread(_open_tmp, target)
+            made.append(target)
+            for digest, offset, size in _placed(target.entry):
+                if offset in found:
+                    report.reused += 1
+                    progress(size)
+                else:
+                    jobs.setdefault(digest, []).append((target, offset))
+                    target.left += 1
+            if not target.left:
+                await asyncio.to_thread(_finish, store, target)
+        pending = list(jobs.items())
+        todo = iter(range(len(pending)))  # shared by the workers: each job is taken once
         async with _session() as session:
             tasks = [asyncio.create_task(work(session, todo)) for _ in range(PARALLEL)]
             try:
@@ -317,26 +317,36 @@ async def fetch_tree(
         # A write failed (a full disk): free what this fetch took. Temporary
         # files are kept for anything else (an unreachable peer, Ctrl-C): the
         # next fetch resumes from them.
-        for target in written:
+        for target in made:
             target.tmp.unlink(missing_ok=True)
         raise
     return report
 
 
 def _targets(manifest: Manifest, dest: Path) -> list[_Target]:
-    """Where each file goes, checked to lie inside ``dest`` (manifest paths are untrusted)."""
+    """Where each file goes, checked to lie inside ``dest`` (manifest paths are untrusted).
+
+    No folder on the way may be a symbolic link, even one leading to another
+    folder inside ``dest``: two paths of the manifest could then name one file.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     top = dest.resolve()
     targets = []
     for entry in manifest.files:
-        path = dest / safe_path(entry.path)
-        # An existing symlink inside DEST must not lead the write elsewhere.
-        if not path.parent.resolve().is_relative_to(top) or path.is_symlink():
-            raise MalformedError(f"{entry.path!r} would be written outside {dest}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.parent.resolve().is_relative_to(top):
-            raise MalformedError(f"{entry.path!r} would be written outside {dest}")
-        targets.append(_Target(entry, path, path.with_name(f".{path.name}{TMP_SUFFIX}")))
+        *folders, name = safe_path(entry.path).split("/")
+        here = top
+        for part in [*folders, name]:
+            here = here / part
+            if here.is_symlink():
+                raise MalformedError(
+                    f"{entry.path!r} would be written through the symbolic link {here},"
+                    f" perhaps outside {dest}"
+                )
+        try:
+            here.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot write {here}: {exc.strerror or exc}") from exc
+        targets.append(_Target(entry, here, here.with_name(f".{name}{TMP_SUFFIX}")))
     return targets
 
 
@@ -432,6 +442,8 @@ def _copy(source: _Target, offset: int, size: int, copies: list[tuple[_Target, i
     fd = _open(source, os.O_RDONLY)
     try:
         data = os.pread(fd, size, offset)
+    except OSError as exc:
+        raise StoreError(f"cannot read {source.tmp}: {exc.strerror or exc}") from exc
     finally:
         os.close(fd)
     _write(data, copies)

@@ -29,6 +29,7 @@ __all__ = [
     "MAX_CHUNK_BYTES",
     "MAX_FILES",
     "MAX_MANIFEST_BYTES",
+    "RESERVED_SUFFIX",
     "FileEntry",
     "Manifest",
     "blob_id",
@@ -42,6 +43,9 @@ MAX_FILES = 100_000
 MAX_CHUNKS = 1_000_000  # 1 TiB at the average chunk size
 MAX_CHUNK_BYTES = 4 << 20  # the chunker's maximum
 MAX_PATH_CHARS = 4096
+# A fetch writes each file under ".NAME.dizzy-tmp" until it is whole; a file of
+# that name in a manifest could be renamed over another file's unfinished copy.
+RESERVED_SUFFIX = ".dizzy-tmp"
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _DRIVE = re.compile(r"[A-Za-z]:")
 _MODES = frozenset({0o644, 0o755})  # files are written with one of these
@@ -75,6 +79,8 @@ def safe_path(path: object) -> str:
         raise MalformedError(f"file path {path[:80]!r} holds a control character")
     if unicodedata.normalize("NFC", path) != path:
         raise MalformedError(f"file path {path[:80]!r} is not in Unicode NFC form")
+    if parts[-1].casefold().endswith(RESERVED_SUFFIX):
+        raise MalformedError(f"file names ending in {RESERVED_SUFFIX} are reserved: {path[:80]!r}")
     return path
 
 
@@ -134,6 +140,7 @@ def decode_manifest(raw: bytes) -> Manifest:
         raise MalformedError(f"manifest files: a list of at most {MAX_FILES}")
     files: list[FileEntry] = []
     seen: dict[str, str] = {}  # folded form -> path
+    sizes: dict[str, int] = {}  # chunk id -> its size: one id, one size
     total_chunks = 0
     for item in doc["files"]:
         if type(item) is not dict or set(item) != {"chunks", "mode", "path", "size"}:
@@ -158,6 +165,8 @@ def decode_manifest(raw: bytes) -> Manifest:
             digest, length = check_blob_id(chunk[0]), chunk[1]
             if type(length) is not int or not 0 < length <= MAX_CHUNK_BYTES:
                 raise MalformedError(f"{path!r}: chunk size must be 1..{MAX_CHUNK_BYTES}")
+            if sizes.setdefault(digest, length) != length:
+                raise MalformedError(f"{path!r}: chunk {digest} has two sizes")
             parsed.append((digest, length))
         if sum(n for _, n in parsed) != size:
             raise MalformedError(f"{path!r}: chunk sizes do not add up to {size}")

@@ -18,7 +18,7 @@ from daemons import Daemons, dizzy, dizzy_json, make_home, wait_until
 
 from dizzy.peer import LocalPeer
 from dizzy.peer.datasets import blobs, fetch_tree, manifest_of, pick
-from dizzy.protocol import MalformedError, OversizeError, TransportError
+from dizzy.protocol import MalformedError, OversizeError, StoreError, TransportError
 from dizzy.protocol.manifest import FileEntry, Manifest, blob_id, decode_manifest, safe_path
 
 H = "0" * 64
@@ -48,6 +48,8 @@ def entry(path: str, size: int = 1, mode: int = 0o644) -> dict[str, object]:
         "trailing/",
         "cafe\u0301",  # not NFC
         "bell\x07",
+        "a/.b.dizzy-tmp",  # a fetch's own temporary name
+        "X.DIZZY-TMP",
     ],
 )
 def test_unsafe_paths_are_rejected(path: str) -> None:
@@ -66,6 +68,7 @@ def test_unsafe_paths_are_rejected(path: str) -> None:
         [{**entry("a"), "size": 2}],  # chunk sizes do not add up
         [{**entry("a"), "mode": 0o4755}],  # setuid
         [{**entry("a"), "chunks": [["XYZ", 1]]}],
+        [entry("a", 1), entry("b", 2)],  # one chunk id with two sizes
         [{**entry("a"), "extra": 1}],
     ],
 )
@@ -99,6 +102,39 @@ def test_a_symlink_in_the_target_folder_cannot_lead_a_write_outside(tmp_path: Pa
     assert list(outside.iterdir()) == []
 
 
+def test_a_symlink_between_two_folders_of_the_target_is_refused_too(tmp_path: Path) -> None:
+    # With dest/link -> dest/real, "link/f" and "real/f" would be one file.
+    home = make_home(tmp_path / "home")
+    dest = tmp_path / "dest"
+    (dest / "real").mkdir(parents=True)
+    (dest / "link").symlink_to(dest / "real")
+    with LocalPeer.open(home) as peer:
+        one, two = blobs(peer).put(b"one"), blobs(peer).put(b"two")
+        manifest = Manifest.build(
+            [FileEntry("link/f", 3, 0o644, ((one, 3),)), FileEntry("real/f", 3, 0o644, ((two, 3),))]
+        )
+        with pytest.raises(MalformedError, match="symbolic link"):
+            asyncio.run(fetch_tree(peer, manifest, dest, []))
+    assert list((dest / "real").iterdir()) == []
+
+
+def test_a_failure_before_any_chunk_moves_leaves_no_temporary_file(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    dest = tmp_path / "dest"
+    # The temporary name of b is taken by a folder of the user's, not empty.
+    (dest / ".b.dizzy-tmp").mkdir(parents=True)
+    (dest / ".b.dizzy-tmp" / "keep").write_bytes(b"mine")
+    with LocalPeer.open(home) as peer:
+        one = blobs(peer).put(b"one")
+        manifest = Manifest.build(
+            [FileEntry("a", 3, 0o644, ((one, 3),)), FileEntry("b", 3, 0o644, ((one, 3),))]
+        )
+        with pytest.raises(StoreError, match="cannot write"):
+            asyncio.run(fetch_tree(peer, manifest, dest, []))
+    assert not (dest / ".a.dizzy-tmp").exists() and not (dest / "a").exists()
+    assert (dest / ".b.dizzy-tmp" / "keep").read_bytes() == b"mine"
+
+
 # -- real daemons ----------------------------------------------------------------------
 
 BIG = 24 << 20
@@ -127,7 +163,7 @@ def tree(root: Path) -> dict[str, tuple[int, int, bytes]]:
     return {
         p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mode & 0o777, p.read_bytes())
         for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.name.startswith(".")
+        if p.is_file() and not p.name.endswith(".dizzy-tmp")
     }
 
 
