@@ -1,6 +1,6 @@
 """The blob store of a home: chunks and manifests, each kept once by its BLAKE3 name.
 
-Two kinds of copies, both checked against the name every time they are used:
+Two kinds of copies, both checked against the name each time this home uses one:
 
 * **Stored blobs**, ``HOME/blobs/ab/cdef…``: manifests, and the chunks of
   what this home shared. A blob is written under a temporary name, then
