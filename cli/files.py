@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -37,11 +36,45 @@ class _Quiet:
         pass
 
 
-def _bar(length: int, label: str) -> Any:
-    """A progress bar on stderr (percent, time left) when it is a terminal."""
-    if not sys.stderr.isatty():
-        return _Quiet()
-    return click.progressbar(length=length, label=label, file=sys.stderr, show_eta=True)
+class _Bar(_Quiet):
+    """A progress bar on stderr: bytes done of all, rate, time left."""
+
+    def __init__(self, length: int, label: str) -> None:
+        # Imported here: a command whose stderr is not a terminal never pays for it.
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        self._task = self._progress.add_task(label, total=length)
+
+    def __enter__(self) -> _Bar:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def update(self, n: int) -> None:
+        self._progress.advance(self._task, n)
+
+
+def _bar(length: int, label: str) -> _Quiet:
+    """A progress bar on stderr when it is a terminal, else nothing."""
+    return _Bar(length, label) if sys.stderr.isatty() else _Quiet()
 
 
 @app.command("share")

@@ -24,5 +24,24 @@ step dizzy grant "$ENTITY" "$BOB" --role writer
 step dizzy members "$ENTITY"
 step dizzy revoke "$ENTITY" "$BOB"
 step dizzy quarantine list
+
+# Files: Alice shares a folder, her daemon serves it, Bob fetches a verified copy.
+WORK="$(dirname "$DIZZY_HOME")"
+mkdir -p "$WORK/survey/raw"
+printf 'site,celsius\n4,21\n' > "$WORK/survey/readings.csv"
+head -c 3000000 /dev/urandom > "$WORK/survey/raw/scan.bin"
+DATASET=$(dizzy share "$WORK/survey" --name "survey files" | cut -d' ' -f1)
+step dizzy versions "$DATASET"
+step dizzy ls "$DATASET"
+dizzy peer run --port 0 > "$WORK/daemon.log" 2>&1 &
+DAEMON=$!
+trap 'kill $DAEMON 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+    URL=$(grep -o 'http://[0-9.:]*' "$WORK/daemon.log" | head -n 1 || true)
+    [ -n "$URL" ] && break
+    sleep 0.1
+done
+step dizzy fetch "$DATASET" --to "$WORK/bob-copy" --peer "$URL" --home "$BOB_HOME"
+step diff -r "$WORK/survey" "$WORK/bob-copy"
 echo
 echo "home used for this tour: $DIZZY_HOME"

@@ -477,3 +477,40 @@ def test_a_peer_sending_more_than_a_chunk_writes_nothing_past_it(
     # Every chunk was first asked of the liar or of A: the liar's answers were
     # refused at their first byte too many, and their chunks came from A.
     assert result["bad_chunks"] >= 1 and tree(out) == tree(source)
+
+
+def test_fetch_on_a_terminal_shows_bytes_rate_and_time_left(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    import pty
+
+    a, b = make_home(tmp_path / "a"), make_home(tmp_path / "b")
+    source = tmp_path / "set"
+    source.mkdir()
+    (source / "data.bin").write_bytes(random.Random(2).randbytes(8 << 20))
+    entity = dizzy_json(a, "share", str(source))["entity"]
+    da = daemons.start(a)
+    leader, follower = pty.openpty()
+    args = ["fetch", entity, "--to", str(tmp_path / "out"), "--peer", da.url, "--home", str(b)]
+    fetch = subprocess.Popen(
+        [sys.executable, "-m", "dizzy.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            more = os.read(leader, 65536)
+        except OSError:  # the terminal's other side closed: the fetch ended
+            break
+        if not more:
+            break
+        shown += more
+    os.close(leader)
+    assert fetch.wait(timeout=60) == 0
+    text = shown.decode(errors="replace")
+    assert "fetching" in text and "8.4 MB" in text, text  # bytes of the whole
+    assert "/s" in text, text  # the rate
+    assert tree(tmp_path / "out") == tree(source)
