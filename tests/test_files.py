@@ -167,6 +167,20 @@ def tree(root: Path) -> dict[str, tuple[int, int, bytes]]:
     }
 
 
+def share_random_file(tmp_path: Path, home: Path, size: int, *, seed: int) -> tuple[Path, str]:
+    """A folder holding one random file of ``size`` bytes, shared by ``home``: (folder, entity)."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "data.bin").write_bytes(random.Random(seed).randbytes(size))
+    return source, dizzy_json(home, "share", str(source))["entity"]
+
+
+def follow(home: Path, entity: str, url: str) -> None:
+    """``home`` follows ``entity`` and gets its events from ``url``."""
+    dizzy(home, "follow", entity)
+    dizzy(home, "sync", url)
+
+
 def test_share_and_fetch_through_a_daemon_then_a_new_version_moves_only_the_change(
     tmp_path: Path, daemons: Daemons
 ) -> None:
@@ -215,10 +229,7 @@ def test_a_chunk_with_wrong_bytes_is_discarded_and_fetched_elsewhere(
     tmp_path: Path, daemons: Daemons
 ) -> None:
     a, b, c = (make_home(tmp_path / n) for n in "abc")
-    source = tmp_path / "data"
-    source.mkdir()
-    (source / "file.bin").write_bytes(random.Random(1).randbytes(6 << 20))
-    entity = dizzy_json(a, "share", str(source))["entity"]
+    source, entity = share_random_file(tmp_path, a, 6 << 20, seed=1)
     # C serves garbage under the name of every blob A holds.
     for blob in (a / "blobs").rglob("*"):
         if blob.is_file():
@@ -226,8 +237,7 @@ def test_a_chunk_with_wrong_bytes_is_discarded_and_fetched_elsewhere(
             fake.parent.mkdir(parents=True, exist_ok=True)
             fake.write_bytes(b"not the right bytes")
     da, dc = daemons.start(a), daemons.start(c)
-    dizzy(b, "follow", entity)
-    dizzy(b, "sync", da.url)
+    follow(b, entity, da.url)
     out = tmp_path / "out"
     result = dizzy_json(b, "fetch", entity, "--to", str(out), "--peer", dc.url, "--peer", da.url)
     assert result["bad_chunks"] >= 1 and tree(out) == tree(source)
@@ -256,13 +266,9 @@ def test_a_fetch_killed_halfway_resumes_with_only_the_missing_chunks(
     tmp_path: Path, daemons: Daemons
 ) -> None:
     a, b = make_home(tmp_path / "a"), make_home(tmp_path / "b")
-    source = tmp_path / "big"
-    source.mkdir()
-    (source / "data.bin").write_bytes(random.Random(3).randbytes(96 << 20))
-    entity = dizzy_json(a, "share", str(source))["entity"]
+    source, entity = share_random_file(tmp_path, a, 96 << 20, seed=3)
     da = daemons.start(a)
-    dizzy(b, "follow", entity)
-    dizzy(b, "sync", da.url)
+    follow(b, entity, da.url)
     out = tmp_path / "out"
     fetch = start_fetch(b, entity, out, da.url)
     wait_until(lambda: written(out) >= 24 << 20 or fetch.poll() is not None, 60, what="chunks")
@@ -283,15 +289,11 @@ def test_a_peer_killed_halfway_and_the_fetch_finishes_from_another(
     tmp_path: Path, daemons: Daemons
 ) -> None:
     a, b, c = (make_home(tmp_path / n) for n in "abc")
-    source = tmp_path / "set"
-    source.mkdir()
-    (source / "data.bin").write_bytes(random.Random(4).randbytes(64 << 20))
-    entity = dizzy_json(a, "share", str(source))["entity"]
+    source, entity = share_random_file(tmp_path, a, 64 << 20, seed=4)
     da = daemons.start(a)
     dizzy(b, "fetch", entity, "--to", str(tmp_path / "b-copy"), "--peer", da.url)
     db = daemons.start(b)  # B now holds every chunk too, in its copy
-    dizzy(c, "follow", entity)
-    dizzy(c, "sync", da.url)
+    follow(c, entity, da.url)
     out = tmp_path / "c-copy"
     fetch = start_fetch(c, entity, out, da.url, db.url)
     wait_until(lambda: written(out) >= 4 << 20 or fetch.poll() is not None, 60, what="chunks")
@@ -320,10 +322,7 @@ def test_a_blob_damaged_on_disk_is_found_before_it_is_written_into_a_file(
 
 def test_a_fetched_file_edited_later_is_not_passed_on(tmp_path: Path, daemons: Daemons) -> None:
     a, b, c = (make_home(tmp_path / n) for n in "abc")
-    source = tmp_path / "set"
-    source.mkdir()
-    (source / "data.bin").write_bytes(random.Random(6).randbytes(3 << 20))
-    entity = dizzy_json(a, "share", str(source))["entity"]
+    source, entity = share_random_file(tmp_path, a, 3 << 20, seed=6)
     da = daemons.start(a)
     copy = tmp_path / "b-copy"
     dizzy(b, "fetch", entity, "--to", str(copy), "--peer", da.url)
@@ -391,13 +390,9 @@ def test_a_write_that_fails_midway_gives_one_line_and_leaves_nothing_half_writte
     tmp_path: Path, daemons: Daemons
 ) -> None:
     a, b = make_home(tmp_path / "a"), make_home(tmp_path / "b")
-    source = tmp_path / "set"
-    source.mkdir()
-    (source / "data.bin").write_bytes(random.Random(5).randbytes(16 << 20))
-    entity = dizzy_json(a, "share", str(source))["entity"]
+    source, entity = share_random_file(tmp_path, a, 16 << 20, seed=5)
     da = daemons.start(a)
-    dizzy(b, "follow", entity)
-    dizzy(b, "sync", da.url)
+    follow(b, entity, da.url)
     out = tmp_path / "out"
     args = ["fetch", entity, "--to", str(out), "--peer", da.url, "--home", str(b)]
     failed = subprocess.run(
@@ -444,13 +439,9 @@ def test_a_peer_sending_more_than_a_chunk_writes_nothing_past_it(
     import socket
 
     a, b = make_home(tmp_path / "a"), make_home(tmp_path / "b")
-    source = tmp_path / "set"
-    source.mkdir()
-    (source / "data.bin").write_bytes(random.Random(8).randbytes(5 << 20))
-    entity = dizzy_json(a, "share", str(source))["entity"]
+    source, entity = share_random_file(tmp_path, a, 5 << 20, seed=8)
     da = daemons.start(a)
-    dizzy(b, "follow", entity)
-    dizzy(b, "sync", da.url)
+    follow(b, entity, da.url)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -485,10 +476,7 @@ def test_fetch_on_a_terminal_shows_bytes_rate_and_time_left(
     import pty
 
     a, b = make_home(tmp_path / "a"), make_home(tmp_path / "b")
-    source = tmp_path / "set"
-    source.mkdir()
-    (source / "data.bin").write_bytes(random.Random(2).randbytes(8 << 20))
-    entity = dizzy_json(a, "share", str(source))["entity"]
+    source, entity = share_random_file(tmp_path, a, 8 << 20, seed=2)
     da = daemons.start(a)
     leader, follower = pty.openpty()
     args = ["fetch", entity, "--to", str(tmp_path / "out"), "--peer", da.url, "--home", str(b)]
