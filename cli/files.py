@@ -185,10 +185,16 @@ def fetch_cmd(
     finally:
         for url, count in report.bad_from.items():
             peer.store.strike(url, count)
+    info = peer.store.entity(entity)
+    creator = info.creator if info else ""
+    by = "its creator" if version.author == creator else f"a writer; created by {creator}"
     out.emit(
         {
             "entity": entity,
             "version": version.number,
+            "event": version.event,
+            "author": version.author,
+            "creator": creator,
             "to": str(dest),
             "files": len(manifest.files),
             "bytes": manifest.size,
@@ -197,6 +203,10 @@ def fetch_cmd(
             "chunks_reused": report.reused,
             "bad_chunks": report.bad,
         },
-        f"version {version.number} of {entity}: {len(manifest.files)} files, {manifest.size}"
-        f" bytes into {dest} ({report.fetched_bytes} bytes fetched, {report.reused} chunks reused)",
+        [
+            f"version {version.number} of {entity}: {len(manifest.files)} files,"
+            f" {manifest.size} bytes into {dest} ({report.fetched_bytes} bytes fetched,"
+            f" {report.reused} chunks reused)",
+            f"signed by {version.author} ({by}) in {version.event}",
+        ],
     )

@@ -197,6 +197,8 @@ def test_share_and_fetch_through_a_daemon_then_a_new_version_moves_only_the_chan
     fetched = dizzy_json(b, "fetch", entity, "--to", str(out), "--peer", da.url)
     assert tree(out) == tree(source)
     assert fetched["bytes_fetched"] >= BIG and fetched["bad_chunks"] == 0
+    assert fetched["author"] == fetched["creator"] == dizzy(a, "id").stdout.strip()
+    assert fetched["event"] == shared["event"]
     # One twin moved (the rest is the manifest).
     assert fetched["bytes_fetched"] < shared["bytes"] - (3 << 20) + (64 << 10)
     assert [v["message"] for v in dizzy_json(b, "versions", entity)] == ["first"]
