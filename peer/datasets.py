@@ -56,7 +56,6 @@ __all__ = [
 
 VERSION_TYPE = "dataset.version"
 PARALLEL = 4  # chunk requests in flight
-TMP_SUFFIX = RESERVED_SUFFIX
 Progress = Callable[[int], None]
 Receive = Callable[[aiohttp.ClientResponse], Awaitable[int]]
 
@@ -200,6 +199,9 @@ class _Peers:
                     size = await receive(answer)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 errors.append(f"{url}: {exc.__class__.__name__}")
+                continue
+            except TransportError as exc:  # refused before reading: no strike
+                errors.append(f"{url}: {exc}")
                 continue
             except RemoteError as exc:
                 self.report.bad += 1  # a peer sent wrong bytes: try the next one
@@ -346,7 +348,7 @@ def _targets(manifest: Manifest, dest: Path) -> list[_Target]:
             here.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot write {here}: {exc.strerror or exc}") from exc
-        targets.append(_Target(entry, here, here.with_name(f".{name}{TMP_SUFFIX}")))
+        targets.append(_Target(entry, here, here.with_name(f".{name}{RESERVED_SUFFIX}")))
     return targets
 
 
@@ -395,7 +397,9 @@ async def _receive(
     ever be written past the chunk's own range.
     """
     if answer.content_length is not None and answer.content_length != size:
-        raise MalformedError(f"{answer.content_length} bytes, not the {size} of the blob")
+        # Not counted against the peer: nothing was read, and the manifest
+        # may be the one that is wrong about the size.
+        raise TransportError(f"{answer.content_length} bytes announced, not the {size} expected")
     hasher = blake3.blake3()
     done = 0
     fd = _open(target, os.O_WRONLY)
