@@ -477,9 +477,12 @@ def test_a_peer_sending_more_than_a_chunk_writes_nothing_past_it(
         # Refused at the first byte past the chunk, and counted against the liar.
         assert result["bad_chunks"] >= 1
     else:
-        # Refused before a byte was read: nothing to count against anyone.
-        assert result["bad_chunks"] == 0
-        assert dizzy_json(b, "peer", "list")["sources"] == []
+        # A chunk's answer is refused before a byte is read: nothing to count
+        # against anyone. Only the manifest, asked of the liar first and of
+        # no size known beforehand, is read, found wrong and counted.
+        assert result["bad_chunks"] == 1
+        [strikes] = dizzy_json(b, "peer", "list")["sources"]
+        assert strikes["strikes"] == 1
 
 
 def test_fetch_on_a_terminal_shows_bytes_rate_and_time_left(
