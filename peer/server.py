@@ -205,7 +205,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     except ValueError:
         wanted = slice(0, 0)  # a malformed Range: answered as unsatisfiable
     if wanted.start is None and wanted.stop is None:
-        return web.Response(body=data, headers=_OCTETS)
+        return web.Response(body=data, headers={**_OCTETS, "Accept-Ranges": "bytes"})
     start, stop, _ = wanted.indices(len(data))
     if start >= stop:
         return web.Response(status=416, headers={"Content-Range": f"bytes */{len(data)}"})
