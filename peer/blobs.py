@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -56,6 +57,21 @@ CREATE INDEX IF NOT EXISTS places_by_path ON places (path);
 """
 
 
+def _read_plain(path: str, offset: int, size: int) -> bytes:
+    """``size`` bytes at ``offset`` of the plain file ``path``; b"" if it is
+    anything else now (gone, a FIFO that would block, a symbolic link)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return b""
+    try:
+        return os.pread(fd, size, offset) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
 def hash_of(data: bytes) -> str:
     return blake3.blake3(data).hexdigest()
 
@@ -69,6 +85,7 @@ class BlobStore:
         self._places_path = places
         self._places: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # one connection, used by the fetch's threads
+        self._warned = False
 
     def close(self) -> None:
         with self._lock:
@@ -107,11 +124,7 @@ class BlobStore:
             except StoreError:
                 pass  # removed: perhaps a place still holds it
         for path, offset, size in self._lookup(digest):
-            try:
-                with open(path, "rb") as handle:
-                    data = os.pread(handle.fileno(), size, offset)
-            except OSError:
-                data = b""
+            data = _read_plain(path, offset, size)
             if len(data) == size and hash_of(data) == digest:
                 return data
             self._forget(digest, path, offset)
@@ -206,7 +219,11 @@ class BlobStore:
                 with self._places:
                     return run(self._places)
             except sqlite3.Error as exc:
-                log.warning(
-                    "chunk places %s: %s (chunks will be fetched again)", self._places_path, exc
-                )
+                if not self._warned:  # once: a broken index would say it at every lookup
+                    self._warned = True
+                    log.warning(
+                        "chunk places %s: %s (chunks will be fetched again)",
+                        self._places_path,
+                        exc,
+                    )
                 return failed

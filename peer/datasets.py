@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import stat
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -337,14 +338,14 @@ def _targets(manifest: Manifest, dest: Path) -> list[_Target]:
     for entry in manifest.files:
         *folders, name = safe_path(entry.path).split("/")
         here = top
-        for part in [*folders, name]:
-            here = here / part
-            if here.is_symlink():
-                raise MalformedError(
-                    f"{entry.path!r} would be written through the symbolic link {here},"
-                    f" perhaps outside {dest}"
-                )
         try:
+            for part in [*folders, name]:
+                here = here / part
+                if here.is_symlink():
+                    raise MalformedError(
+                        f"{entry.path!r} would be written through the symbolic link {here},"
+                        f" perhaps outside {dest}"
+                    )
             here.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot write {here}: {exc.strerror or exc}") from exc
@@ -355,33 +356,42 @@ def _targets(manifest: Manifest, dest: Path) -> list[_Target]:
 def _open_tmp(target: _Target) -> set[int]:
     """Make ``target.tmp`` at the file's size; the offsets of chunks it holds already.
 
-    A temporary file of the right size left by an interrupted fetch is kept,
-    and each of its chunks that hashes to its name counts as written.
+    A temporary file left by an interrupted fetch is kept if it is a plain
+    file of the right size with no other name (not a link into some other
+    file, not a FIFO that would block), and each of its chunks that hashes
+    to its name counts as written. Anything else under that name is removed.
     """
     found: set[int] = set()
     entry = target.entry
     try:
-        if target.tmp.is_symlink() or target.tmp.stat().st_size != entry.size:
-            target.tmp.unlink()
-        else:
-            with open(target.tmp, "rb") as held:
-                for digest, offset, size in _placed(entry):
-                    if hash_of(os.pread(held.fileno(), size, offset)) == digest:
-                        found.add(offset)
-            return found
+        held = os.open(target.tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise StoreError(f"cannot write {target.path}: {exc.strerror or exc}") from exc
+        held = -1
+    except OSError:  # a symbolic link, or no right to read it: not ours to resume
+        held = -2
     try:
+        if held >= 0:
+            info = os.fstat(held)
+            if stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_size == entry.size:
+                for digest, offset, size in _placed(entry):
+                    if hash_of(os.pread(held, size, offset)) == digest:
+                        found.add(offset)
+                return found
+        if held != -1:
+            target.tmp.unlink()
         fd = os.open(target.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             os.ftruncate(fd, entry.size)
+        except OSError:
+            target.tmp.unlink()
+            raise
         finally:
             os.close(fd)
     except OSError as exc:
-        target.tmp.unlink(missing_ok=True)
         raise StoreError(f"cannot write {target.path}: {exc.strerror or exc}") from exc
+    finally:
+        if held >= 0:
+            os.close(held)
     return found
 
 

@@ -43,6 +43,9 @@ MAX_FILES = 100_000
 MAX_CHUNKS = 1_000_000  # 1 TiB at the average chunk size
 MAX_CHUNK_BYTES = 4 << 20  # the chunker's maximum
 MAX_PATH_CHARS = 4096
+MAX_NAME_BYTES = (
+    240  # of one name in a path: 255 on most file systems, less the temporary name's additions
+)
 # A fetch writes each file under ".NAME.dizzy-tmp" until it is whole; a file of
 # that name in a manifest could be renamed over another file's unfinished copy.
 RESERVED_SUFFIX = ".dizzy-tmp"
@@ -75,13 +78,24 @@ def safe_path(path: object) -> str:
     parts = path.split("/")
     if any(p in ("", ".", "..") for p in parts):
         raise MalformedError(f"file path {path[:80]!r} has an empty, '.' or '..' part")
-    if any(ord(c) < 32 for c in path):
-        raise MalformedError(f"file path {path[:80]!r} holds a control character")
+    if any(ord(c) < 32 or unicodedata.category(c) == "Cf" for c in path):
+        # Cf: zero-width and other format characters, which some file systems
+        # ignore when they compare names ("a\u200cb" is "ab" on HFS+).
+        raise MalformedError(f"file path {path[:80]!r} holds a control or format character")
     if unicodedata.normalize("NFC", path) != path:
         raise MalformedError(f"file path {path[:80]!r} is not in Unicode NFC form")
-    if parts[-1].casefold().endswith(RESERVED_SUFFIX):
-        raise MalformedError(f"file names ending in {RESERVED_SUFFIX} are reserved: {path[:80]!r}")
+    if any(len(p.encode()) > MAX_NAME_BYTES for p in parts):
+        raise MalformedError(f"a name in a file path is at most {MAX_NAME_BYTES} bytes")
+    if any(fold(p).endswith(RESERVED_SUFFIX) for p in parts):
+        raise MalformedError(f"names ending in {RESERVED_SUFFIX} are reserved: {path[:80]!r}")
     return path
+
+
+def fold(name: str) -> str:
+    """The form in which two names are the same file on some file system:
+    case folded as Unicode does, and as file systems that upper-case do
+    (NTFS and exFAT see the dotless "ı" as "I", so as "i")."""
+    return name.casefold().upper().casefold()
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +160,7 @@ def decode_manifest(raw: bytes) -> Manifest:
         if type(item) is not dict or set(item) != {"chunks", "mode", "path", "size"}:
             raise MalformedError("a manifest file has exactly chunks, mode, path, size")
         path = safe_path(item["path"])
-        folded = path.casefold()
+        folded = fold(path)
         if folded in seen:
             raise MalformedError(f"file paths {seen[folded]!r} and {path!r} collide")
         seen[folded] = path

@@ -50,6 +50,10 @@ def entry(path: str, size: int = 1, mode: int = 0o644) -> dict[str, object]:
         "bell\x07",
         "a/.b.dizzy-tmp",  # a fetch's own temporary name
         "X.DIZZY-TMP",
+        ".b.d\u0131zzy-tmp",  # the same name to NTFS and exFAT (dotless i)
+        "x.dizzy-tmp/c",  # as a folder too
+        "zero\u200bwidth",  # ignored by some file systems when comparing names
+        "n" * 241,  # a name too long once made a temporary name
     ],
 )
 def test_unsafe_paths_are_rejected(path: str) -> None:
@@ -63,6 +67,7 @@ def test_unsafe_paths_are_rejected(path: str) -> None:
     "files",
     [
         [entry("Read.me"), entry("read.ME")],  # collide on a case-insensitive disk
+        [entry("file"), entry("f\u0131le")],  # collide on NTFS and exFAT
         [entry("a"), entry("a/b")],  # a file that is also a folder
         [entry("b"), entry("a")],  # not sorted
         [{**entry("a"), "size": 2}],  # chunk sizes do not add up
@@ -116,6 +121,31 @@ def test_a_symlink_between_two_folders_of_the_target_is_refused_too(tmp_path: Pa
         with pytest.raises(MalformedError, match="symbolic link"):
             asyncio.run(fetch_tree(peer, manifest, dest, []))
     assert list((dest / "real").iterdir()) == []
+
+
+def test_a_temporary_name_linked_to_another_file_is_not_written_through(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    dest, outside = tmp_path / "dest", tmp_path / "precious"
+    dest.mkdir()
+    outside.write_bytes(b"xyz")  # the size of the file to fetch: it looks resumable
+    os.link(outside, dest / ".f.dizzy-tmp")
+    with LocalPeer.open(home) as peer:
+        one = blobs(peer).put(b"one")
+        manifest = Manifest.build([FileEntry("f", 3, 0o644, ((one, 3),))])
+        asyncio.run(fetch_tree(peer, manifest, dest, []))
+    assert (dest / "f").read_bytes() == b"one"
+    assert outside.read_bytes() == b"xyz" and outside.stat().st_nlink == 1
+
+
+def test_a_fifo_under_a_temporary_name_does_not_hang_the_fetch(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    source, entity = share_random_file(tmp_path, home, 1 << 20, seed=11)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    os.mkfifo(dest / ".data.bin.dizzy-tmp")
+    # Every chunk is in this home's blob store: no peer needed.
+    result = dizzy(home, "fetch", entity, "--to", str(dest), "--json", timeout=60)
+    assert json.loads(result.stdout)["bytes_fetched"] == 0 and tree(dest) == tree(source)
 
 
 def test_a_failure_before_any_chunk_moves_leaves_no_temporary_file(tmp_path: Path) -> None:
