@@ -179,14 +179,23 @@ class BlobStore:
 
     # -- places: a cache, so a failure to read or update it is logged, not raised ----
 
-    def record(self, path: Path, chunks: Iterable[tuple[str, int, int]]) -> None:
-        """``path`` now holds these chunks (id, offset, size), and nothing it held before."""
-        name = str(path.absolute())
-        rows = [(bytes.fromhex(d), name, offset, size) for d, offset, size in chunks]
+    def record(self, files: Iterable[tuple[Path, Iterable[tuple[str, int, int]]]]) -> None:
+        """Each path now holds these chunks (id, offset, size), and nothing it
+        held before; in one transaction."""
+        changes = [
+            (str(path.absolute()), [(bytes.fromhex(d), o, n) for d, o, n in chunks])
+            for path, chunks in files
+        ]
+        if not changes:
+            return
 
         def run(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM places WHERE path=?", (name,))
-            db.executemany("INSERT OR REPLACE INTO places VALUES (?, ?, ?, ?)", rows)
+            for name, rows in changes:
+                db.execute("DELETE FROM places WHERE path=?", (name,))
+                db.executemany(
+                    "INSERT OR REPLACE INTO places VALUES (?, ?, ?, ?)",
+                    [(d, name, o, n) for d, o, n in rows],
+                )
 
         self._places_do(run, None)
 

@@ -57,6 +57,7 @@ __all__ = [
 
 VERSION_TYPE = "dataset.version"
 PARALLEL = 4  # chunk requests in flight
+RECORD_BATCH = 256  # finished files whose places are recorded in one transaction
 Progress = Callable[[int], None]
 Receive = Callable[[aiohttp.ClientResponse], Awaitable[int]]
 
@@ -272,6 +273,15 @@ async def fetch_tree(
     jobs: dict[str, list[tuple[_Target, int]]] = {}  # chunk -> copies to write (file, offset)
     sizes = manifest.chunks()
     made: list[_Target] = []  # targets whose temporary file this fetch made or kept
+    finished: list[_Target] = []  # whole and renamed, places not recorded yet
+
+    async def finish(target: _Target) -> None:
+        await asyncio.to_thread(_finish, target)
+        finished.append(target)
+        if len(finished) >= RECORD_BATCH:  # one transaction for many small files
+            batch = finished[:]
+            finished.clear()
+            await asyncio.to_thread(store.record, [(t.path, _placed(t.entry)) for t in batch])
 
     async def work(session: aiohttp.ClientSession, todo: Iterator[int]) -> None:
         peers = _Peers(session, urls, report)
@@ -290,22 +300,22 @@ async def fetch_tree(
             for target, _ in copies:
                 target.left -= 1
                 if not target.left:
-                    await asyncio.to_thread(_finish, store, target)
+                    await finish(target)
             progress(size * len(copies))
 
     try:
-        for target in targets:
-            found = await asyncio.to_thread(_open_tmp, target)
-            made.append(target)
+        # One thread for all the temporary files, not a hop per file.
+        found = await asyncio.to_thread(lambda: [_open_tmp(t, made) for t in targets])
+        for target, held in zip(targets, found, strict=True):
             for digest, offset, size in _placed(target.entry):
-                if offset in found:
+                if offset in held:
                     report.reused += 1
                     progress(size)
                 else:
                     jobs.setdefault(digest, []).append((target, offset))
                     target.left += 1
             if not target.left:
-                await asyncio.to_thread(_finish, store, target)
+                await finish(target)
         pending = list(jobs.items())
         todo = iter(range(len(pending)))  # shared by the workers: each job is taken once
         async with _session() as session:
@@ -323,6 +333,9 @@ async def fetch_tree(
         for target in made:
             target.tmp.unlink(missing_ok=True)
         raise
+    finally:
+        # Files already whole, whatever happened since: a short write, here.
+        store.record([(t.path, _placed(t.entry)) for t in finished])
     return report
 
 
@@ -353,7 +366,7 @@ def _targets(manifest: Manifest, dest: Path) -> list[_Target]:
     return targets
 
 
-def _open_tmp(target: _Target) -> set[int]:
+def _open_tmp(target: _Target, made: list[_Target]) -> set[int]:
     """Make ``target.tmp`` at the file's size; the offsets of chunks it holds already.
 
     A temporary file left by an interrupted fetch is kept if it is a plain
@@ -376,6 +389,7 @@ def _open_tmp(target: _Target) -> set[int]:
                 for digest, offset, size in _placed(entry):
                     if hash_of(os.pread(held, size, offset)) == digest:
                         found.add(offset)
+                made.append(target)
                 return found
         if held != -1:
             target.tmp.unlink()
@@ -392,6 +406,7 @@ def _open_tmp(target: _Target) -> set[int]:
     finally:
         if held >= 0:
             os.close(held)
+    made.append(target)
     return found
 
 
@@ -463,7 +478,7 @@ def _copy(source: _Target, offset: int, size: int, copies: list[tuple[_Target, i
     _write(data, copies)
 
 
-def _finish(store: BlobStore, target: _Target) -> None:
+def _finish(target: _Target) -> None:
     """fsync, mode, rename: the file appears whole under its name or not at all."""
     fd = _open(target, os.O_RDONLY)
     try:
@@ -474,7 +489,6 @@ def _finish(store: BlobStore, target: _Target) -> None:
         raise StoreError(f"cannot write {target.path}: {exc.strerror or exc}") from exc
     finally:
         os.close(fd)
-    store.record(target.path, _placed(target.entry))
 
 
 def _placed(entry: FileEntry) -> Iterator[tuple[str, int, int]]:
