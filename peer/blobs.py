@@ -13,12 +13,14 @@ Two kinds of copies, both checked against the name each time this home uses one:
   cache: a file edited or removed since only costs fetching its chunks again,
   and deleting ``places.db`` loses nothing else.
 
-Blobs are not fsynced one by one (that halves a fetch's rate); :meth:`local`
-hashes them again where this home uses them instead, so a copy damaged by a
-power cut or an edit is found, forgotten and fetched again. The daemon
-streams stored blobs as they are (the receiver checks every byte) but reads
-and checks a fetched file's chunk before serving it: the user may have
-edited that file, and its bytes must not count as a lie of this peer.
+A stored blob is fsynced before it is renamed into place, and
+:meth:`sync` makes the new names durable before a version naming them is
+signed. :meth:`local` still hashes every copy again where this home uses
+it, so a copy damaged anyway (a failing disk, an edit) is found, forgotten
+and fetched again. The daemon streams stored blobs as they are (the
+receiver checks every byte) but reads and checks a fetched file's chunk
+before serving it: the user may have edited that file, and its bytes must
+not count as a lie of this peer.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class BlobStore:
         self._places: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # one connection, used by the fetch's threads
         self._warned = False
+        self._unsynced: set[Path] = set()  # blob folders with names not yet fsynced
 
     def close(self) -> None:
         with self._lock:
@@ -143,11 +146,28 @@ class BlobStore:
         try:
             with open(tmp, "wb") as out:
                 out.write(data)
+                os.fdatasync(out.fileno())
             tmp.replace(target)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise StoreError(f"cannot store blob {actual}: {exc.strerror or exc}") from exc
+        self._unsynced.add(target.parent)
         return actual
+
+    def sync(self) -> None:
+        """Make the names of the blobs stored since the last call durable (an
+        fsync of each folder they were renamed into): call it before signing
+        an event that names them, so that a version that survives a power cut
+        has its chunks too."""
+        for folder in sorted(self._unsynced):
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                raise StoreError(f"cannot sync the blob folder {folder}: {exc}") from exc
+            finally:
+                os.close(fd)
+        self._unsynced.clear()
 
     def chunk_file(self, path: Path) -> Iterator[tuple[str, int]]:
         """Split ``path`` into content-defined chunks, store each; yield (id, size).

@@ -120,6 +120,7 @@ def share(
         entries.append(FileEntry(relative, file.stat().st_size, mode, tuple(chunks)))
     manifest = Manifest.build(entries)
     digest = store.put(manifest.encode())
+    store.sync()  # the chunks are durable before a signed version names them
     if entity is None:
         entity = peer.create_entity("dataset", name or path.name).entity
     data = {"manifest": digest, "files": len(entries), "bytes": manifest.size, "message": message}
