@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import blake3
 
-from dizzy.peer.blobs import BlobStore, hash_of
+from dizzy.peer.blobs import hash_of
 from dizzy.peer.local import LocalPeer
 from dizzy.protocol import (
     MalformedError,
@@ -84,10 +84,6 @@ class Version:
         }
 
 
-def blobs(peer: LocalPeer) -> BlobStore:
-    return peer.blobs
-
-
 def share(
     peer: LocalPeer,
     path: Path,
@@ -100,7 +96,7 @@ def share(
     """Chunk ``path`` (a file or folder) into the blob store and sign a new version."""
     if not path.exists():
         raise UsageError(f"{path} does not exist")
-    store = blobs(peer)
+    store = peer.blobs
     root = path if path.is_dir() else path.parent
     files = sorted(p for p in path.rglob("*")) if path.is_dir() else [path]
     entries = []
@@ -161,7 +157,7 @@ def pick(peer: LocalPeer, entity: str, number: int | None) -> Version:
 
 
 def manifest_of(peer: LocalPeer, version: Version) -> Manifest:
-    return decode_manifest(blobs(peer).read_verified(version.manifest))
+    return decode_manifest(peer.blobs.read_verified(version.manifest))
 
 
 @dataclass(slots=True)
@@ -221,7 +217,7 @@ async def fetch_manifest(
     peer: LocalPeer, version: Version, urls: list[str], report: FetchReport
 ) -> Manifest:
     """The version's manifest, from the blob store or else from ``urls``."""
-    store = blobs(peer)
+    store = peer.blobs
 
     async def receive(answer: aiohttp.ClientResponse) -> int:
         if (answer.content_length or 0) > MAX_MANIFEST_BYTES:
@@ -267,7 +263,7 @@ async def fetch_tree(
     file is written at its final size under ``.NAME.dizzy-tmp``, fsynced,
     given its mode and renamed; then its chunks are recorded as places.
     """
-    store = blobs(peer)
+    store = peer.blobs
     report = report if report is not None else FetchReport()
     progress = progress or (lambda n: None)
     targets = _targets(manifest, dest)

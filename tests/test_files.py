@@ -17,7 +17,7 @@ import pytest
 from daemons import Daemons, dizzy, dizzy_json, make_home, wait_until
 
 from dizzy.peer import LocalPeer
-from dizzy.peer.datasets import blobs, fetch_tree, manifest_of, pick
+from dizzy.peer.datasets import fetch_tree, manifest_of, pick
 from dizzy.protocol import MalformedError, OversizeError, StoreError, TransportError
 from dizzy.protocol.manifest import FileEntry, Manifest, blob_id, decode_manifest, safe_path
 
@@ -100,7 +100,7 @@ def test_a_symlink_in_the_target_folder_cannot_lead_a_write_outside(tmp_path: Pa
     dest.mkdir()
     (dest / "sub").symlink_to(outside)
     with LocalPeer.open(home) as peer:
-        digest = blobs(peer).put(b"payload")
+        digest = peer.blobs.put(b"payload")
         manifest = Manifest.build([FileEntry("sub/x", 7, 0o644, ((digest, 7),))])
         with pytest.raises(MalformedError, match="outside"):
             asyncio.run(fetch_tree(peer, manifest, dest, []))
@@ -114,7 +114,7 @@ def test_a_symlink_between_two_folders_of_the_target_is_refused_too(tmp_path: Pa
     (dest / "real").mkdir(parents=True)
     (dest / "link").symlink_to(dest / "real")
     with LocalPeer.open(home) as peer:
-        one, two = blobs(peer).put(b"one"), blobs(peer).put(b"two")
+        one, two = peer.blobs.put(b"one"), peer.blobs.put(b"two")
         manifest = Manifest.build(
             [FileEntry("link/f", 3, 0o644, ((one, 3),)), FileEntry("real/f", 3, 0o644, ((two, 3),))]
         )
@@ -130,7 +130,7 @@ def test_a_temporary_name_linked_to_another_file_is_not_written_through(tmp_path
     outside.write_bytes(b"xyz")  # the size of the file to fetch: it looks resumable
     os.link(outside, dest / ".f.dizzy-tmp")
     with LocalPeer.open(home) as peer:
-        one = blobs(peer).put(b"one")
+        one = peer.blobs.put(b"one")
         manifest = Manifest.build([FileEntry("f", 3, 0o644, ((one, 3),))])
         asyncio.run(fetch_tree(peer, manifest, dest, []))
     assert (dest / "f").read_bytes() == b"one"
@@ -155,7 +155,7 @@ def test_a_failure_before_any_chunk_moves_leaves_no_temporary_file(tmp_path: Pat
     (dest / ".b.dizzy-tmp").mkdir(parents=True)
     (dest / ".b.dizzy-tmp" / "keep").write_bytes(b"mine")
     with LocalPeer.open(home) as peer:
-        one = blobs(peer).put(b"one")
+        one = peer.blobs.put(b"one")
         manifest = Manifest.build(
             [FileEntry("a", 3, 0o644, ((one, 3),)), FileEntry("b", 3, 0o644, ((one, 3),))]
         )
@@ -341,7 +341,7 @@ def test_a_blob_damaged_on_disk_is_found_before_it_is_written_into_a_file(
 ) -> None:
     home = make_home(tmp_path / "home")
     with LocalPeer.open(home) as peer:
-        store = blobs(peer)
+        store = peer.blobs
         digest = store.put(b"the right bytes")
         with pytest.raises(MalformedError):
             store.put(b"other bytes", digest)
