@@ -342,7 +342,10 @@ def _targets(manifest: Manifest, dest: Path) -> list[_Target]:
     No folder on the way may be a symbolic link, even one leading to another
     folder inside ``dest``: two paths of the manifest could then name one file.
     """
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot write {dest}: {exc.strerror or exc}") from exc
     top = dest.resolve()
     targets = []
     for entry in manifest.files:
