@@ -12,8 +12,9 @@ In one run, for a dataset of one random file of MIB MiB:
    empty home and folder: MB/s end to end (the process's start, the manifest,
    every chunk checked and written, the file fsynced and renamed), and the
    peak memory of the fetching process and of the daemon. Steps 2 and 3 take
-   turns PAIRS times (a shared machine's disk and CPU change from one moment
-   to the next); the run's figure for each is the median of its turns;
+   turns PAIRS times, each first in every other turn, their outputs deleted
+   between turns (a shared machine's disk and CPU change from one moment to
+   the next); the run's figure for each is the median of its turns;
 4. dedup: 1 MiB rewritten in the middle of the file, shared as version 2,
    fetched by the same peer: the bytes that moved, against the file size.
 
@@ -105,9 +106,7 @@ def curl_seconds(url: str, target: Path) -> float:
     os.sync()  # the writeback of earlier steps is not this step's to pay
     started = time.perf_counter()
     subprocess.run(["curl", "-sS", "-o", str(target), url], check=True)
-    seconds = time.perf_counter() - started
-    target.unlink()
-    return seconds
+    return time.perf_counter() - started
 
 
 def one_run(work: Path, mib: int, pairs: int) -> dict[str, float]:
@@ -142,17 +141,27 @@ def one_run(work: Path, mib: int, pairs: int) -> dict[str, float]:
         # curl and dizzy taking turns, so that both meet the same moments of a
         # shared machine; each fetch by a new peer into a new folder.
         for k in range(pairs):
-            curl.append(curl_seconds(f"http://127.0.0.1:{port}/data.bin", work / "curl.bin"))
             b = work / f"b{k}"
             dizzy(b, "init")
             dizzy(b, "follow", entity)
             dizzy(b, "sync", url)
-            seconds, first, peak = timed_fetch(b, entity, work / f"out{k}", url)
-            assert first["bytes"] == size and first["chunks_fetched"] > 0
-            fetch.append(seconds)
-            peaks.append(peak)
+            # Each goes first in every other turn; neither runs while the
+            # other's output of 1 GiB is being deleted (freeing blocks slows
+            # the next writes on a disk mounted with online discard).
+            for step in ("curl", "dizzy") if k % 2 == 0 else ("dizzy", "curl"):
+                if step == "curl":
+                    seconds = curl_seconds(f"http://127.0.0.1:{port}/data.bin", work / "curl.bin")
+                    curl.append(seconds)
+                else:
+                    seconds, first, peak = timed_fetch(b, entity, work / f"out{k}", url)
+                    assert first["bytes"] == size and first["chunks_fetched"] > 0
+                    fetch.append(seconds)
+                    peaks.append(peak)
+                log(f"    turn {k + 1}: {step} {size / seconds / 1e6:.0f} MB/s")
+            (work / "curl.bin").unlink()
             if k < pairs - 1:
                 shutil.rmtree(work / f"out{k}")
+            os.sync()
         peak_a = vm_hwm_kib(daemon.pid)
         with open(data_file, "r+b") as handle:
             handle.seek(size // 2)
