@@ -247,6 +247,25 @@ class _Target:
     left: int = 0  # chunk copies still to write
 
 
+@dataclass(slots=True)
+class _Job:
+    """Where one chunk goes: one object per chunk and little else in it, as a
+    manifest may name a million chunks (docs/files.md#speed)."""
+
+    size: int
+    target: _Target
+    offset: int
+    more: list[tuple[_Target, int]] | None = None  # further copies, rare
+
+    def copies(self) -> list[tuple[_Target, int]]:
+        return [(self.target, self.offset), *(self.more or ())]
+
+    def add(self, target: _Target, offset: int) -> None:
+        if self.more is None:
+            self.more = []
+        self.more.append((target, offset))
+
+
 async def fetch_tree(
     peer: LocalPeer,
     manifest: Manifest,
@@ -267,8 +286,7 @@ async def fetch_tree(
     report = report if report is not None else FetchReport()
     progress = progress or (lambda n: None)
     targets = _targets(manifest, dest)
-    jobs: dict[str, list[tuple[_Target, int]]] = {}  # chunk -> copies to write (file, offset)
-    sizes = manifest.chunks()
+    jobs: dict[str, _Job] = {}  # chunk -> where to write it
     made: list[_Target] = []  # targets whose temporary file this fetch made or kept
     finished: list[_Target] = []  # whole and renamed, places not recorded yet
 
@@ -280,11 +298,11 @@ async def fetch_tree(
             finished.clear()
             await asyncio.to_thread(store.record, [(t.path, _placed(t.entry)) for t in batch])
 
-    async def work(session: aiohttp.ClientSession, todo: Iterator[int]) -> None:
+    async def work(session: aiohttp.ClientSession, todo: Iterator[tuple[int, str]]) -> None:
         peers = _Peers(session, urls, report)
-        for k in todo:
-            digest, copies = pending[k]
-            size = sizes[digest]
+        for k, digest in todo:
+            job = jobs[digest]
+            size, copies = job.size, job.copies()
             data = await asyncio.to_thread(store.local, digest)
             if data is not None and len(data) == size:
                 report.reused += len(copies)
@@ -309,12 +327,14 @@ async def fetch_tree(
                     report.reused += 1
                     progress(size)
                 else:
-                    jobs.setdefault(digest, []).append((target, offset))
+                    if job := jobs.get(digest):
+                        job.add(target, offset)
+                    else:
+                        jobs[digest] = _Job(size, target, offset)
                     target.left += 1
             if not target.left:
                 await finish(target)
-        pending = list(jobs.items())
-        todo = iter(range(len(pending)))  # shared by the workers: each job is taken once
+        todo = enumerate(jobs)  # shared by the workers: each job is taken once
         async with _session() as session:
             tasks = [asyncio.create_task(work(session, todo)) for _ in range(PARALLEL)]
             try:
