@@ -34,19 +34,18 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-import blake3
 from fastcdc import fastcdc
 
 from dizzy.protocol import MalformedError, StoreError
-from dizzy.protocol.manifest import MAX_CHUNK_BYTES, check_blob_id
+from dizzy.protocol.manifest import MAX_CHUNK_BYTES, blob_id, check_blob_id
 
-__all__ = ["AVG_CHUNK", "MAX_CHUNK", "MIN_CHUNK", "BlobStore", "hash_of"]
+__all__ = ["AVG_CHUNK", "MAX_CHUNK", "MIN_CHUNK", "BlobStore"]
 
 # Content-defined chunk sizes: an edit changes one or two chunks around it.
 MIN_CHUNK, AVG_CHUNK, MAX_CHUNK = 256 << 10, 1 << 20, MAX_CHUNK_BYTES
+WINDOW = 8 * MAX_CHUNK  # bytes of a file in memory while chunking
 T = TypeVar("T")
 log = logging.getLogger("dizzy.peer")
-WINDOW = 8 * MAX_CHUNK  # bytes of a file in memory while chunking
 _PLACES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS places (
     digest BLOB NOT NULL,     -- the chunk's 32-byte BLAKE3 name
@@ -72,10 +71,6 @@ def _read_plain(path: str, offset: int, size: int) -> bytes:
         return b""
     finally:
         os.close(fd)
-
-
-def hash_of(data: bytes) -> str:
-    return blake3.blake3(data).hexdigest()
 
 
 class BlobStore:
@@ -113,7 +108,7 @@ class BlobStore:
         """The stored blob's bytes if they still hash to its name; else it is
         removed and StoreError says it must be fetched again."""
         data = self.read(digest)
-        if hash_of(data) != digest:
+        if blob_id(data) != digest:
             self.path(digest).unlink(missing_ok=True)
             raise StoreError(f"blob {digest} was damaged on disk and is removed: fetch again")
         return data
@@ -128,14 +123,14 @@ class BlobStore:
                 pass  # removed: perhaps a place still holds it
         for path, offset, size in self._lookup(digest):
             data = _read_plain(path, offset, size)
-            if len(data) == size and hash_of(data) == digest:
+            if len(data) == size and blob_id(data) == digest:
                 return data
             self._forget(digest, path, offset)
         return None
 
     def put(self, data: bytes, digest: str | None = None) -> str:
         """Store ``data``; with ``digest``, only if the bytes hash to it (MalformedError if not)."""
-        actual = hash_of(data)
+        actual = blob_id(data)
         if digest is not None and actual != digest:
             raise MalformedError(f"blob bytes hash to {actual}, not {digest}")
         target = self.path(actual)

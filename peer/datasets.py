@@ -25,7 +25,6 @@ from typing import Any
 import aiohttp
 import blake3
 
-from dizzy.peer.blobs import hash_of
 from dizzy.peer.local import LocalPeer
 from dizzy.protocol import (
     MalformedError,
@@ -41,6 +40,7 @@ from dizzy.protocol.manifest import (
     RESERVED_SUFFIX,
     FileEntry,
     Manifest,
+    blob_id,
     decode_manifest,
     safe_path,
 )
@@ -407,7 +407,7 @@ def _open_tmp(target: _Target, made: list[_Target]) -> set[int]:
             info = os.fstat(held)
             if stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_size == entry.size:
                 for digest, offset, size in _placed(entry):
-                    if hash_of(os.pread(held, size, offset)) == digest:
+                    if blob_id(os.pread(held, size, offset)) == digest:
                         found.add(offset)
                 made.append(target)
                 return found

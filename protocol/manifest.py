@@ -43,9 +43,9 @@ MAX_FILES = 100_000
 MAX_CHUNKS = 1_000_000  # 1 TiB at the average chunk size
 MAX_CHUNK_BYTES = 4 << 20  # the chunker's maximum
 MAX_PATH_CHARS = 4096
-MAX_NAME_BYTES = (
-    240  # of one name in a path: 255 on most file systems, less the temporary name's additions
-)
+# One name in a path: 255 bytes on most file systems, less what a fetch adds
+# to make its temporary name (".NAME.dizzy-tmp").
+MAX_NAME_BYTES = 240
 # A fetch writes each file under ".NAME.dizzy-tmp" until it is whole; a file of
 # that name in a manifest could be renamed over another file's unfinished copy.
 RESERVED_SUFFIX = ".dizzy-tmp"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from daemons import Daemons, dizzy, dizzy_json, make_home, wait_until
+from daemons import Daemon, Daemons, dizzy, dizzy_json, make_home, wait_until
 
 from dizzy.peer import LocalPeer
 from dizzy.peer.datasets import fetch_tree, manifest_of, pick
@@ -211,6 +211,18 @@ def follow(home: Path, entity: str, url: str) -> None:
     dizzy(home, "sync", url)
 
 
+def served(
+    tmp_path: Path, daemons: Daemons, size: int, *, seed: int
+) -> tuple[Path, Path, Path, str, Daemon]:
+    """A shares one random file of ``size`` bytes and serves it; B follows it
+    and has its events: (a, b, source folder, entity, A's daemon)."""
+    a, b = make_home(tmp_path / "a"), make_home(tmp_path / "b")
+    source, entity = share_random_file(tmp_path, a, size, seed=seed)
+    da = daemons.start(a)
+    follow(b, entity, da.url)
+    return a, b, source, entity, da
+
+
 def test_share_and_fetch_through_a_daemon_then_a_new_version_moves_only_the_change(
     tmp_path: Path, daemons: Daemons
 ) -> None:
@@ -297,10 +309,7 @@ def start_fetch(home: Path, entity: str, out: Path, *urls: str) -> subprocess.Po
 def test_a_fetch_killed_halfway_resumes_with_only_the_missing_chunks(
     tmp_path: Path, daemons: Daemons
 ) -> None:
-    a, b = make_home(tmp_path / "a"), make_home(tmp_path / "b")
-    source, entity = share_random_file(tmp_path, a, 96 << 20, seed=3)
-    da = daemons.start(a)
-    follow(b, entity, da.url)
+    _a, b, source, entity, da = served(tmp_path, daemons, 96 << 20, seed=3)
     out = tmp_path / "out"
     fetch = start_fetch(b, entity, out, da.url)
     wait_until(lambda: written(out) >= 24 << 20 or fetch.poll() is not None, 60, what="chunks")
@@ -421,10 +430,7 @@ def _limit_file_size() -> None:
 def test_a_write_that_fails_midway_gives_one_line_and_leaves_nothing_half_written(
     tmp_path: Path, daemons: Daemons
 ) -> None:
-    a, b = make_home(tmp_path / "a"), make_home(tmp_path / "b")
-    source, entity = share_random_file(tmp_path, a, 16 << 20, seed=5)
-    da = daemons.start(a)
-    follow(b, entity, da.url)
+    _a, b, source, entity, da = served(tmp_path, daemons, 16 << 20, seed=5)
     out = tmp_path / "out"
     args = ["fetch", entity, "--to", str(out), "--peer", da.url, "--home", str(b)]
     failed = subprocess.run(
@@ -473,10 +479,7 @@ def test_a_peer_sending_more_than_a_chunk_writes_nothing_past_it(
 ) -> None:
     import socket
 
-    a, b = make_home(tmp_path / "a"), make_home(tmp_path / "b")
-    source, entity = share_random_file(tmp_path, a, 5 << 20, seed=8)
-    da = daemons.start(a)
-    follow(b, entity, da.url)
+    a, b, source, entity, da = served(tmp_path, daemons, 5 << 20, seed=8)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -520,9 +523,7 @@ def test_fetch_on_a_terminal_shows_bytes_rate_and_time_left(
 ) -> None:
     import pty
 
-    a, b = make_home(tmp_path / "a"), make_home(tmp_path / "b")
-    source, entity = share_random_file(tmp_path, a, 8 << 20, seed=2)
-    da = daemons.start(a)
+    _a, b, source, entity, da = served(tmp_path, daemons, 8 << 20, seed=2)
     leader, follower = pty.openpty()
     args = ["fetch", entity, "--to", str(tmp_path / "out"), "--peer", da.url, "--home", str(b)]
     fetch = subprocess.Popen(
