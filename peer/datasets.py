@@ -394,40 +394,44 @@ def _open_tmp(target: _Target, made: list[_Target]) -> set[int]:
     file, not a FIFO that would block), and each of its chunks that hashes
     to its name counts as written. Anything else under that name is removed.
     """
-    found: set[int] = set()
-    entry = target.entry
     try:
-        held = os.open(target.tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        held = -1
-    except OSError:  # a symbolic link, or no right to read it: not ours to resume
-        held = -2
-    try:
-        if held >= 0:
-            info = os.fstat(held)
-            if stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_size == entry.size:
-                for digest, offset, size in _placed(entry):
-                    if blob_id(os.pread(held, size, offset)) == digest:
-                        found.add(offset)
-                made.append(target)
-                return found
-        if held != -1:
-            target.tmp.unlink()
-        fd = os.open(target.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.ftruncate(fd, entry.size)
-        except OSError:
-            target.tmp.unlink()
-            raise
-        finally:
-            os.close(fd)
+        found = _resume(target)
+        if found is None:
+            target.tmp.unlink(missing_ok=True)
+            fd = os.open(target.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                os.ftruncate(fd, target.entry.size)
+            except OSError:
+                target.tmp.unlink()
+                raise
+            finally:
+                os.close(fd)
     except OSError as exc:
         raise StoreError(f"cannot write {target.path}: {exc.strerror or exc}") from exc
-    finally:
-        if held >= 0:
-            os.close(held)
     made.append(target)
-    return found
+    return found or set()
+
+
+def _resume(target: _Target) -> set[int] | None:
+    """The offsets of the chunks already in ``target.tmp``, or None if it is
+    not a temporary file of this fetch to resume from (or not there)."""
+    try:
+        held = os.open(target.tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # missing, a symbolic link, or not ours to read
+        return None
+    try:
+        info = os.fstat(held)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            return None
+        if info.st_size != target.entry.size:
+            return None
+        return {
+            offset
+            for digest, offset, size in _placed(target.entry)
+            if blob_id(os.pread(held, size, offset)) == digest
+        }
+    finally:
+        os.close(held)
 
 
 async def _receive(
