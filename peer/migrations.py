@@ -1,165 +1,253 @@
-"""Named, transactional schema migrations for the SQLite log.
+"""Named, transactional schema migrations for the SQLite log and its components.
 
-Each migration runs once, inside the same transaction that records its name
-in ``_migrations``; a crash mid-way leaves the schema as it was. Two
-processes opening a new home at once serialise on ``BEGIN IMMEDIATE`` and the
-second finds the work done. Append new migrations; never edit a landed one.
+Each migration is a list of SQL statements, run in order inside the same
+transaction that records its name in ``_migrations``: a crash mid-way leaves
+the schema as it was. Statements are never split out of a script, so
+triggers and string literals holding ``;`` or ``--`` work. Two processes
+opening a new home at once serialise on ``BEGIN IMMEDIATE`` and the second
+finds the work done. Append new migrations; never edit a landed one.
+
+Components built on the log (flows, documents, projections) own tables of
+their own: a ``Component`` names its migrations, recorded as
+``component/migration``, and the tables that ``drop`` removes so a read
+model can be rebuilt from the change feed.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
-__all__ = ["MIGRATIONS", "migrate"]
+__all__ = ["MIGRATIONS", "Component", "Migration", "drop", "migrate"]
 
-MIGRATIONS: list[tuple[str, str]] = [
-    (
+
+class Migration(NamedTuple):
+    name: str
+    statements: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    """A part of dizzy with tables of its own in the home's database."""
+
+    name: str
+    migrations: Sequence[Migration]
+    tables: Sequence[str] = ()  # what ``drop`` removes: a read model's tables
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError(f"bad component name {self.name!r}")
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(
         "0001_event_log",
-        """
-        -- Ids and keys are stored as their 32 raw bytes (printable forms are
-        -- derived); raw is the canonical signed event, exactly as verified.
-        CREATE TABLE entities (
-            id          BLOB PRIMARY KEY,
-            genesis     BLOB NOT NULL,
-            creator     BLOB NOT NULL,
-            kind        TEXT NOT NULL,
-            name        TEXT,
-            followed    INTEGER NOT NULL DEFAULT 1,
-            equivocated INTEGER NOT NULL DEFAULT 0
-        ) WITHOUT ROWID;
-
-        CREATE TABLE events (
-            seq      INTEGER PRIMARY KEY AUTOINCREMENT,  -- local order, for cursors
-            id       BLOB NOT NULL UNIQUE,
-            entity   BLOB NOT NULL REFERENCES entities(id),
-            author   BLOB NOT NULL,
-            type     TEXT NOT NULL,
-            depth    INTEGER NOT NULL,
-            clock    INTEGER NOT NULL,
-            received INTEGER NOT NULL,
-            raw      BLOB NOT NULL
-        );
-        CREATE INDEX events_by_entity ON events (entity, depth, id);
-
-        CREATE TABLE heads (
-            entity BLOB NOT NULL,
-            id     BLOB NOT NULL,
-            PRIMARY KEY (entity, id)
-        ) WITHOUT ROWID;
-
-        -- Verified events waiting for ancestors; pending_needs says which.
-        CREATE TABLE pending (
-            id       BLOB PRIMARY KEY,
-            entity   BLOB NOT NULL,
-            raw      BLOB NOT NULL,
-            source   TEXT NOT NULL,
-            received INTEGER NOT NULL
-        ) WITHOUT ROWID;
-        CREATE TABLE pending_needs (
-            need BLOB NOT NULL,
-            id   BLOB NOT NULL,
-            PRIMARY KEY (need, id)
-        ) WITHOUT ROWID;
-
-        -- Every rejected input, with a stable reason code and where it came from.
-        CREATE TABLE rejections (
-            id     BLOB,
-            entity BLOB,
-            reason TEXT NOT NULL,
-            detail TEXT NOT NULL,
-            source TEXT NOT NULL,
-            at     INTEGER NOT NULL,
-            raw    BLOB
-        );
-        CREATE INDEX rejections_by_id ON rejections (id);
-
-        -- A second, different valid genesis for a known entity: kept as proof.
-        CREATE TABLE equivocations (
-            entity  BLOB NOT NULL,
-            genesis BLOB NOT NULL,
-            raw     BLOB NOT NULL,
-            source  TEXT NOT NULL,
-            at      INTEGER NOT NULL,
-            PRIMARY KEY (entity, genesis)
-        ) WITHOUT ROWID;
-        """,
+        (
+            """
+            -- Ids and keys are stored as their 32 raw bytes (printable forms are
+            -- derived); raw is the canonical signed event, exactly as verified.
+            CREATE TABLE entities (
+                id          BLOB PRIMARY KEY,
+                genesis     BLOB NOT NULL,
+                creator     BLOB NOT NULL,
+                kind        TEXT NOT NULL,
+                name        TEXT,
+                followed    INTEGER NOT NULL DEFAULT 1,
+                equivocated INTEGER NOT NULL DEFAULT 0
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE events (
+                seq      INTEGER PRIMARY KEY AUTOINCREMENT,  -- local order, for cursors
+                id       BLOB NOT NULL UNIQUE,
+                entity   BLOB NOT NULL REFERENCES entities(id),
+                author   BLOB NOT NULL,
+                type     TEXT NOT NULL,
+                depth    INTEGER NOT NULL,
+                clock    INTEGER NOT NULL,
+                received INTEGER NOT NULL,
+                raw      BLOB NOT NULL
+            )
+            """,
+            """
+            CREATE INDEX events_by_entity ON events (entity, depth, id)
+            """,
+            """
+            CREATE TABLE heads (
+                entity BLOB NOT NULL,
+                id     BLOB NOT NULL,
+                PRIMARY KEY (entity, id)
+            ) WITHOUT ROWID
+            """,
+            """
+            -- Verified events waiting for ancestors; pending_needs says which.
+            CREATE TABLE pending (
+                id       BLOB PRIMARY KEY,
+                entity   BLOB NOT NULL,
+                raw      BLOB NOT NULL,
+                source   TEXT NOT NULL,
+                received INTEGER NOT NULL
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE TABLE pending_needs (
+                need BLOB NOT NULL,
+                id   BLOB NOT NULL,
+                PRIMARY KEY (need, id)
+            ) WITHOUT ROWID
+            """,
+            """
+            -- Every rejected input, with a stable reason code and where it came from.
+            CREATE TABLE rejections (
+                id     BLOB,
+                entity BLOB,
+                reason TEXT NOT NULL,
+                detail TEXT NOT NULL,
+                source TEXT NOT NULL,
+                at     INTEGER NOT NULL,
+                raw    BLOB
+            )
+            """,
+            """
+            CREATE INDEX rejections_by_id ON rejections (id)
+            """,
+            """
+            -- A second, different valid genesis for a known entity: kept as proof.
+            CREATE TABLE equivocations (
+                entity  BLOB NOT NULL,
+                genesis BLOB NOT NULL,
+                raw     BLOB NOT NULL,
+                source  TEXT NOT NULL,
+                at      INTEGER NOT NULL,
+                PRIMARY KEY (entity, genesis)
+            ) WITHOUT ROWID
+            """,
+        ),
     ),
-    (
+    Migration(
         "0002_follows_and_peers",
-        """
-        -- What this peer replicates: entities it created, fetched or was told
-        -- to follow, held or not yet. (entities.followed is no longer read.)
-        CREATE TABLE follows (
-            entity BLOB PRIMARY KEY,
-            added  INTEGER NOT NULL
-        ) WITHOUT ROWID;
-        INSERT INTO follows SELECT id, strftime('%s','now') * 1000 FROM entities;
-
-        -- Known peers and how syncing with them went.
-        CREATE TABLE peers (
-            url        TEXT PRIMARY KEY,
-            added      INTEGER NOT NULL,
-            last_sync  INTEGER,
-            last_error TEXT,
-            failures   INTEGER NOT NULL DEFAULT 0,
-            next_try   INTEGER NOT NULL DEFAULT 0,
-            sent       INTEGER NOT NULL DEFAULT 0,
-            received   INTEGER NOT NULL DEFAULT 0,
-            rejected   INTEGER NOT NULL DEFAULT 0
-        );
-        """,
+        (
+            """
+            -- What this peer replicates: entities it created, fetched or was told
+            -- to follow, held or not yet. (entities.followed is no longer read.)
+            CREATE TABLE follows (
+                entity BLOB PRIMARY KEY,
+                added  INTEGER NOT NULL
+            ) WITHOUT ROWID
+            """,
+            """
+            INSERT INTO follows SELECT id, strftime('%s','now') * 1000 FROM entities
+            """,
+            """
+            -- Known peers and how syncing with them went.
+            CREATE TABLE peers (
+                url        TEXT PRIMARY KEY,
+                added      INTEGER NOT NULL,
+                last_sync  INTEGER,
+                last_error TEXT,
+                failures   INTEGER NOT NULL DEFAULT 0,
+                next_try   INTEGER NOT NULL DEFAULT 0,
+                sent       INTEGER NOT NULL DEFAULT 0,
+                received   INTEGER NOT NULL DEFAULT 0,
+                rejected   INTEGER NOT NULL DEFAULT 0
+            )
+            """,
+        ),
     ),
-    (
+    Migration(
         "0003_permissions",
-        """
-        -- Where each event came from (a peer URL, a push source, a bundle);
-        -- NULL for events made here. Shown by the quarantine.
-        ALTER TABLE events ADD COLUMN source TEXT;
-
-        -- Entities with grants, revokes or events by others than the creator:
-        -- their events are judged as a whole (docs/permissions.md). Until now
-        -- only creators could write, so no stored entity is shared yet.
-        ALTER TABLE entities ADD COLUMN shared INTEGER NOT NULL DEFAULT 0;
-
-        -- Stored events that the permission rules make invalid now, and why.
-        -- Recomputed whenever the entity's events change; never deleted from events.
-        CREATE TABLE verdicts (
-            id     BLOB PRIMARY KEY,
-            entity BLOB NOT NULL,
-            reason TEXT NOT NULL,
-            detail TEXT NOT NULL,
-            since  INTEGER NOT NULL
-        ) WITHOUT ROWID;
-        CREATE INDEX verdicts_by_entity ON verdicts (entity);
-
-        -- Strikes against the sources of invalid input, for throttling.
-        CREATE TABLE sources (
-            source        TEXT PRIMARY KEY,
-            strikes       INTEGER NOT NULL DEFAULT 0,
-            window_start  INTEGER NOT NULL,
-            last          INTEGER NOT NULL,
-            refused_until INTEGER NOT NULL DEFAULT 0
-        ) WITHOUT ROWID;
-        """,
+        (
+            """
+            -- Where each event came from (a peer URL, a push source, a bundle);
+            -- NULL for events made here. Shown by the quarantine.
+            ALTER TABLE events ADD COLUMN source TEXT
+            """,
+            """
+            -- Entities with grants, revokes or events by others than the creator:
+            -- their events are judged as a whole (docs/permissions.md). Until now
+            -- only creators could write, so no stored entity is shared yet.
+            ALTER TABLE entities ADD COLUMN shared INTEGER NOT NULL DEFAULT 0
+            """,
+            """
+            -- Stored events that the permission rules make invalid now, and why.
+            -- Recomputed whenever the entity's events change; never deleted from events.
+            CREATE TABLE verdicts (
+                id     BLOB PRIMARY KEY,
+                entity BLOB NOT NULL,
+                reason TEXT NOT NULL,
+                detail TEXT NOT NULL,
+                since  INTEGER NOT NULL
+            ) WITHOUT ROWID
+            """,
+            """
+            CREATE INDEX verdicts_by_entity ON verdicts (entity)
+            """,
+            """
+            -- Strikes against the sources of invalid input, for throttling.
+            CREATE TABLE sources (
+                source        TEXT PRIMARY KEY,
+                strikes       INTEGER NOT NULL DEFAULT 0,
+                window_start  INTEGER NOT NULL,
+                last          INTEGER NOT NULL,
+                refused_until INTEGER NOT NULL DEFAULT 0
+            ) WITHOUT ROWID
+            """,
+        ),
+    ),
+    Migration(
+        "0004_change_feed",
+        (
+            """
+            -- The change feed (docs/architecture.md#change-feed): the history of
+            -- the valid set, written in the transaction that changed it. position
+            -- is local and gap-free: every writer holds the write lock, takes
+            -- max(position) + 1 and nothing is ever deleted.
+            CREATE TABLE changes (
+                position INTEGER PRIMARY KEY,
+                kind     TEXT NOT NULL,  -- stored | admitted | invalidated
+                event    BLOB NOT NULL,
+                entity   BLOB NOT NULL,
+                type     TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX changes_by_type ON changes (type, position)",
+            """
+            -- What the log holds today enters the feed as stored, in arrival order.
+            INSERT INTO changes (position, kind, event, entity, type)
+            SELECT row_number() OVER (ORDER BY seq), 'stored', id, entity, type
+            FROM events e WHERE NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.id = e.id)
+            """,
+        ),
     ),
 ]
 
 
-def migrate(db: sqlite3.Connection) -> list[str]:
-    """Apply the migrations this database lacks; returns their names."""
+def migrate(
+    db: sqlite3.Connection,
+    migrations: Sequence[Migration] | None = None,
+    component: str | None = None,
+) -> list[str]:
+    """Apply the migrations this database lacks (the log's own by default, else
+    ``component``'s); returns their names.
+
+    ``db`` is in autocommit mode (``isolation_level=None``); the migrations
+    run in one transaction of their own.
+    """
+    if migrations is None:
+        migrations = MIGRATIONS
+    names = [m.name if component is None else f"{component}/{m.name}" for m in migrations]
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied INTEGER)")
-    done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
-    if all(name in done for name, _ in MIGRATIONS):
+    if _missing(db, names) == []:
         return []
     applied = []
     db.execute("BEGIN IMMEDIATE")
     try:
-        done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
-        for name, sql in MIGRATIONS:
-            if name in done:
+        for name, migration in zip(names, migrations, strict=True):
+            if name not in _missing(db, [name]):
                 continue
-            # executescript() would COMMIT first; run statement by statement.
-            for statement in _statements(sql):
+            for statement in migration.statements:
                 db.execute(statement)
             db.execute(
                 "INSERT INTO _migrations (name, applied) VALUES (?, strftime('%s','now'))",
@@ -173,6 +261,23 @@ def migrate(db: sqlite3.Connection) -> list[str]:
     return applied
 
 
-def _statements(script: str) -> list[str]:
-    lines = [line.split("--", 1)[0] for line in script.splitlines()]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+def drop(db: sqlite3.Connection, component: Component) -> None:
+    """Drop ``component``'s tables and forget its migrations, in one transaction:
+    the next ``migrate`` makes them anew, empty."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for table in component.tables:
+            db.execute(f'DROP TABLE IF EXISTS "{table.replace(chr(34), chr(34) * 2)}"')
+        db.execute(
+            "DELETE FROM _migrations WHERE substr(name, 1, ?) = ?",
+            (len(component.name) + 1, component.name + "/"),
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _missing(db: sqlite3.Connection, names: Sequence[str]) -> list[str]:
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    return [n for n in names if n not in done]

@@ -15,7 +15,7 @@ from helpers import agent, chain, child, forge_author, genesis, reshape, tamper
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import dizzy.peer.store as store_module
+import dizzy.peer.admission as admission
 from dizzy.peer import Store, Verifier, ingest_raw
 from dizzy.protocol import Event
 
@@ -269,7 +269,7 @@ def test_a_second_genesis_marks_the_entity_equivocated(store: Store, same_batch:
 
 
 def test_the_pending_area_is_bounded(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "MAX_PENDING", 3)
+    monkeypatch.setattr(admission, "MAX_PENDING", 3)
     root = genesis(ALICE, "bounded")
     a = child(ALICE, [root], {"a": 1})
     orphans = [child(ALICE, [a], {"orphan": i}) for i in range(5)]

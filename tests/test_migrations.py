@@ -70,12 +70,12 @@ def test_a_failing_migration_changes_nothing(
     path = tmp_path / "dizzy.db"
     Store(path).close()
     landed = migrations.MIGRATIONS
-    broken = (
+    broken = migrations.Migration(
         "9999_broken",
-        """
-        CREATE TABLE half_done (x INTEGER);  -- runs, then must be rolled back
-        INSERT INTO no_such_table VALUES (1);
-        """,
+        (
+            "CREATE TABLE half_done (x INTEGER)  -- runs, then must be rolled back",
+            "INSERT INTO no_such_table VALUES (1)",
+        ),
     )
     monkeypatch.setattr(migrations, "MIGRATIONS", [*landed, broken])
     with pytest.raises(StoreError, match="no_such_table"):
@@ -83,11 +83,52 @@ def test_a_failing_migration_changes_nothing(
     assert "half_done" not in tables(path)
     assert [name for name, _ in applied(path)] == NAMES
 
-    fixed = ("9999_fixed", "CREATE TABLE done (x INTEGER); -- a comment; with a semicolon")
+    fixed = migrations.Migration("9999_fixed", ("CREATE TABLE done (x INTEGER) -- a comment; too",))
     monkeypatch.setattr(migrations, "MIGRATIONS", [*landed, fixed])
     Store(path).close()
     assert "done" in tables(path)
     assert [name for name, _ in applied(path)] == [*NAMES, "9999_fixed"]
+
+
+def test_triggers_and_literals_holding_semicolons_and_dashes_migrate_whole(
+    tmp_path: Path,
+) -> None:
+    # A statement is never split: a trigger's body and a literal keep their ';' and '--'.
+    part = migrations.Component(
+        "notes",
+        [
+            migrations.Migration(
+                "0001_notes",
+                (
+                    "CREATE TABLE notes (text TEXT NOT NULL)",
+                    "CREATE TABLE audit (text TEXT NOT NULL)",
+                    """
+                    CREATE TRIGGER notes_audit AFTER INSERT ON notes BEGIN
+                        INSERT INTO audit VALUES ('added; -- ' || new.text);
+                        INSERT INTO audit VALUES ('twice');
+                    END
+                    """,
+                    "INSERT INTO notes VALUES ('a; b -- c')",
+                ),
+            )
+        ],
+        tables=["notes", "audit"],
+    )
+    with Store(tmp_path / "dizzy.db") as store:
+        assert store.install(part) == ["notes/0001_notes"]
+        assert store.install(part) == []
+        db = store.records.db  # type: ignore[attr-defined]
+        assert db.execute("SELECT text FROM notes").fetchall() == [("a; b -- c",)]
+        assert db.execute("SELECT text FROM audit").fetchall() == [
+            ("added; -- a; b -- c",),
+            ("twice",),
+        ]
+        # A read model's tables can be dropped and made anew, empty.
+        store.drop(part)
+        assert "notes" not in tables(tmp_path / "dizzy.db")
+        assert store.install(part) == ["notes/0001_notes"]
+        assert db.execute("SELECT count(*) FROM audit").fetchone() == (2,)  # made anew
+    assert [name for name, _ in applied(tmp_path / "dizzy.db")] == [*NAMES, "notes/0001_notes"]
 
 
 def test_processes_opening_a_fresh_database_at_once_all_succeed(tmp_path: Path) -> None:

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dizzy.peer import LocalPeer, Store
+from dizzy.peer.admission import PENDING_TTL_MS
 from dizzy.peer.ingest import ingest_raw
-from dizzy.peer.store import PENDING_TTL_MS
-from dizzy.peer.verdicts import REFUSE_AT, REFUSE_MS, THROTTLE_AT
+from dizzy.peer.sources import REFUSE_AT, REFUSE_MS, THROTTLE_AT
 from dizzy.protocol import (
     GRANT,
     REVOKE,

@@ -15,7 +15,7 @@ from daemons import Daemons, dizzy, dizzy_json, log_ids, make_home, wait_until
 from helpers import child
 
 from dizzy.peer import LocalPeer
-from dizzy.peer.verdicts import REFUSE_AT
+from dizzy.peer.sources import REFUSE_AT
 from dizzy.protocol import Event
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from helpers import agent, chain, child, genesis, seed
 
-import dizzy.peer.store as store_module
+import dizzy.peer.authoring as authoring
 from dizzy.peer import Store
 from dizzy.protocol import (
     MAX_PARENTS,
@@ -128,7 +128,7 @@ def test_a_long_chain_signed_on_a_pool_is_the_chain_signed_one_by_one(store: Sto
     # Over 2 * _SIGN_CHUNK events, append_many signs on a thread pool; Ed25519
     # is deterministic, so the bytes must equal those of one event at a time.
     root = create(store)
-    items = [("n", {"i": i}) for i in range(2 * store_module._SIGN_CHUNK + 7)]
+    items = [("n", {"i": i}) for i in range(2 * authoring.SIGN_CHUNK + 7)]
     events = store.append_many(ALICE, root.entity, items, clock=1)
     parent = root
     for (type_, data), event in zip(items, events, strict=True):

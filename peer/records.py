@@ -1,0 +1,196 @@
+"""The store interface: what authoring, admission, verdicts, the feed and the
+facade need of a backend (docs/architecture.md#store-interface).
+
+The logic of the log (signing and chaining appends, judging arrivals,
+permission verdicts, the change feed) is written once, against ``Records``;
+a backend only stores and finds rows. dizzy.peer.sqlite is the embedded
+default; a second backend (PostgreSQL for a hub peer) implements the same
+methods and passes the same contract suite (tests/test_store_contract.py).
+
+Keys are the 32 raw bytes of ids; printable ids are made at the edges.
+Nothing here assumes SQLite: no rowids, and ``transaction`` only promises
+that its writes commit together or not at all, with writers serialised so
+the feed's positions stay gap-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from dizzy.peer.migrations import Component
+from dizzy.peer.reports import Change, ChangeKind, EntityInfo
+from dizzy.protocol import Event
+
+__all__ = ["Records"]
+
+
+class Records(Protocol):
+    # -- the connection --------------------------------------------------------------
+
+    def close(self) -> None: ...
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        """A write transaction: everything inside commits together or not at all;
+        one writer at a time. Yields the backend's connection, for components'
+        own writes in the same unit of work."""
+        ...
+
+    def reading(self) -> AbstractContextManager[None]:
+        """Turns the backend's errors inside into StoreError."""
+        ...
+
+    def data_version(self) -> int:
+        """Changes whenever anyone commits to the log: a cheap signal to wake readers."""
+        ...
+
+    def install(self, component: Component) -> list[str]: ...
+
+    def drop(self, component: Component) -> None: ...
+
+    # -- entities, events, heads, verdicts --------------------------------------------
+
+    def add_entity(self, genesis: Event) -> None: ...
+
+    def entity_row(self, entity: bytes) -> tuple[bytes, bytes, bool] | None:
+        """(genesis, creator key, shared) of a held entity."""
+        ...
+
+    def mark_shared(self, entities: Iterable[bytes]) -> None: ...
+
+    def mark_equivocated(self, genesis: Event, source: str, now: int) -> None: ...
+
+    def insert_events(self, events: Sequence[Event], now: int, source: str | None) -> None: ...
+
+    def existing(self, ids: Sequence[bytes]) -> set[bytes]: ...
+
+    def locate(self, event: bytes) -> tuple[bytes, int] | None:
+        """(entity, depth) of a stored event."""
+        ...
+
+    def entity_raws(self, entity: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+
+    def heads_with_depth(self, entity: bytes) -> list[tuple[bytes, int]]:
+        """(id, depth) of the heads, deepest first, then by id."""
+        ...
+
+    def update_heads(
+        self, gone: Sequence[tuple[bytes, bytes]], new: Sequence[tuple[bytes, bytes]]
+    ) -> None: ...
+
+    def set_heads(self, entity: bytes, heads: Iterable[bytes]) -> None: ...
+
+    def verdicts_of(self, entity: bytes) -> dict[bytes, tuple[str, str]]: ...
+
+    def put_verdict(self, event: bytes, entity: bytes, why: tuple[str, str], now: int) -> None: ...
+
+    def drop_verdict(self, event: bytes) -> None: ...
+
+    # -- reads ------------------------------------------------------------------------
+
+    def raw(self, event: bytes) -> bytes | None: ...
+
+    def raws(self, entity: bytes, *, invalid: bool = False) -> list[bytes]: ...
+
+    def raw_items(self, entity: bytes) -> list[tuple[bytes, bytes]]: ...
+
+    def heads(self, entity: bytes) -> list[bytes]: ...
+
+    def entities(self, entity: bytes | None = None) -> list[EntityInfo]: ...
+
+    def equivocations(self, entity: bytes) -> list[tuple[bytes, bytes]]: ...
+
+    def quarantine(self, event: bytes | None = None) -> list[dict[str, Any]]: ...
+
+    def last_seq(self) -> int: ...
+
+    def integrity_check(self) -> str: ...
+
+    # -- admission: pending events and rejections ----------------------------------------
+
+    def has_pending(self) -> bool: ...
+
+    def pending_count(self) -> int: ...
+
+    def expire_pending(self, before: int, now: int, detail: str) -> None: ...
+
+    def park(
+        self, event: Event, entity: bytes, missing: Sequence[bytes], source: str, now: int
+    ) -> bool: ...
+
+    def unpark(self, event: bytes, parents: Sequence[bytes]) -> None: ...
+
+    def take_waiting(self, need: bytes) -> list[bytes]: ...
+
+    def pending_raw(self, event: bytes) -> bytes | None: ...
+
+    def still_waits(self, event: bytes, needs: Sequence[bytes]) -> bool: ...
+
+    def drop_pending(self, event: bytes) -> None: ...
+
+    def missing_ancestors(self, limit: int) -> list[bytes]: ...
+
+    def reject(
+        self,
+        event: bytes | None,
+        entity: bytes | None,
+        why: tuple[str, str],
+        source: str,
+        now: int,
+        raw: bytes,
+    ) -> None: ...
+
+    def rejections(self) -> list[dict[str, Any]]: ...
+
+    # -- replication ------------------------------------------------------------------
+
+    def follow(self, entity: bytes, now: int) -> bool: ...
+
+    def followed(self) -> list[bytes]: ...
+
+    def held(self) -> list[bytes]: ...
+
+    def event_ids(self, entities: Sequence[bytes]) -> list[bytes]: ...
+
+    def raw_events(self, ids: Sequence[bytes]) -> list[bytes]: ...
+
+    def depths(self, ids: Sequence[bytes]) -> list[tuple[int, bytes]]: ...
+
+    # -- peers and sources ------------------------------------------------------------
+
+    def add_peer(self, url: str, now: int) -> bool: ...
+
+    def remove_peer(self, url: str) -> bool: ...
+
+    def peers(self) -> list[dict[str, Any]]: ...
+
+    def record_sync(
+        self,
+        url: str,
+        now: int,
+        *,
+        error: str | None,
+        next_try: int,
+        sent: int,
+        received: int,
+        rejected: int,
+    ) -> None: ...
+
+    def source_row(self, source: str) -> tuple[int, int, int] | None: ...
+
+    def put_source(
+        self, source: str, strikes: int, window_start: int, now: int, refused_until: int
+    ) -> None: ...
+
+    def source_names(self) -> list[tuple[str, int, int]]: ...
+
+    # -- the change feed --------------------------------------------------------------
+
+    def append_changes(self, changes: Sequence[tuple[ChangeKind, bytes, bytes, str]]) -> int: ...
+
+    def last_position(self) -> int: ...
+
+    def changes_after(
+        self, position: int, limit: int, types: Sequence[str] | None = None
+    ) -> list[Change]: ...

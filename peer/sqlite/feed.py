@@ -1,0 +1,61 @@
+"""The change feed's rows (docs/architecture.md#change-feed)."""
+
+from __future__ import annotations
+
+import heapq
+import sqlite3
+from collections.abc import Sequence
+
+from dizzy.peer.reports import Change, ChangeKind
+from dizzy.protocol import entity_id, event_id
+
+__all__ = ["FeedRows"]
+
+_COLUMNS = "position, kind, event, entity, type"
+
+
+class FeedRows:
+    db: sqlite3.Connection
+
+    def append_changes(self, changes: Sequence[tuple[ChangeKind, bytes, bytes, str]]) -> int:
+        """Append (kind, event, entity, type) changes; returns the last position.
+
+        Called inside a write transaction: the write lock makes max + 1 the
+        next position, and a transaction that rolls back takes its positions
+        with it, so positions have no gaps.
+        """
+        last = self.last_position()
+        if changes:
+            self.db.executemany(
+                f"INSERT INTO changes ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                [(last + 1 + i, *c) for i, c in enumerate(changes)],
+            )
+        return last + len(changes)
+
+    def last_position(self) -> int:
+        return int(self.db.execute("SELECT coalesce(max(position), 0) FROM changes").fetchone()[0])
+
+    def changes_after(
+        self, position: int, limit: int, types: Sequence[str] | None = None
+    ) -> list[Change]:
+        if types is None:
+            rows = self.db.execute(
+                f"SELECT {_COLUMNS} FROM changes WHERE position > ? ORDER BY position LIMIT ?",
+                (position, limit),
+            ).fetchall()
+        else:
+            # One range of the (type, position) index per type, merged: each
+            # read is as cheap as the changes it returns, however far behind.
+            rows = list(
+                heapq.merge(
+                    *(
+                        self.db.execute(
+                            f"SELECT {_COLUMNS} FROM changes WHERE type = ? AND position > ?"
+                            " ORDER BY position LIMIT ?",
+                            (t, position, limit),
+                        ).fetchall()
+                        for t in sorted(set(types))
+                    )
+                )
+            )[:limit]
+        return [Change(p, k, event_id(e), entity_id(n), t) for p, k, e, n, t in rows]

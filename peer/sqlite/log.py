@@ -1,0 +1,236 @@
+"""Entities, events, heads and verdicts: the rows of the log itself."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from dizzy.peer.reports import EntityInfo
+from dizzy.peer.sqlite.connection import in_chunks
+from dizzy.protocol import Event, agent_id, entity_id, event_id, parse_agent, parse_entity
+
+__all__ = ["LogRows"]
+
+_ROWS_PER_INSERT = 500  # events stored by one INSERT statement
+_VALID = " AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.id = e.id)"
+
+
+class LogRows:
+    db: sqlite3.Connection
+
+    # -- entities ----------------------------------------------------------------
+
+    def add_entity(self, genesis: Event) -> None:
+        self.db.execute(
+            "INSERT INTO entities (id, genesis, creator, kind, name) VALUES (?, ?, ?, ?, ?)",
+            (
+                parse_entity(genesis.entity),
+                genesis.id,
+                parse_agent(genesis.author),
+                genesis.body.data["kind"],
+                genesis.body.data.get("name"),
+            ),
+        )
+
+    def entity_row(self, entity: bytes) -> tuple[bytes, bytes, bool] | None:
+        """(genesis, creator key, shared) of a held entity."""
+        row = self.db.execute(
+            "SELECT genesis, creator, shared FROM entities WHERE id=?", (entity,)
+        ).fetchone()
+        return (row[0], row[1], bool(row[2])) if row else None
+
+    def mark_shared(self, entities: Iterable[bytes]) -> None:
+        self.db.executemany(
+            "UPDATE entities SET shared=1 WHERE id=? AND NOT shared", [(e,) for e in entities]
+        )
+
+    def mark_equivocated(self, genesis: Event, source: str, now: int) -> None:
+        """Keep ``genesis``, a second genesis of a held entity, as evidence."""
+        entity = parse_entity(genesis.entity)
+        self.db.execute(
+            "INSERT OR IGNORE INTO equivocations VALUES (?, ?, ?, ?, ?)",
+            (entity, genesis.id, genesis.raw, source, now),
+        )
+        self.db.execute("UPDATE entities SET equivocated=1 WHERE id=?", (entity,))
+
+    # -- events ------------------------------------------------------------------
+
+    def insert_events(self, events: Sequence[Event], now: int, source: str | None) -> None:
+        # Many rows per INSERT, not executemany: sqlite3 releases the GIL around
+        # each step of a statement, and executemany steps once per row, so storing
+        # a batch while the verification pool runs would hand the GIL over and
+        # wait to get it back once per event (bench/ingest.py, docs/performance.md).
+        per_insert = min(
+            _ROWS_PER_INSERT, self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 9
+        )
+        values = [
+            value
+            for e in events
+            for value in (
+                e.id,
+                parse_entity(e.entity),
+                parse_agent(e.author),
+                e.type,
+                e.depth,
+                e.body.clock,
+                now,
+                e.raw,
+                source,
+            )
+        ]
+        for start in range(0, len(events), per_insert):
+            count = min(per_insert, len(events) - start)
+            self.db.execute(
+                "INSERT INTO events"
+                " (id, entity, author, type, depth, clock, received, raw, source)"
+                " VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count),
+                values[start * 9 : (start + count) * 9],
+            )
+
+    def existing(self, ids: Sequence[bytes]) -> set[bytes]:
+        return {
+            r[0] for r in in_chunks(self.db, "SELECT id FROM events WHERE id IN ({marks})", ids)
+        }
+
+    def locate(self, event: bytes) -> tuple[bytes, int] | None:
+        """(entity, depth) of a stored event."""
+        row = self.db.execute("SELECT entity, depth FROM events WHERE id=?", (event,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def entity_raws(self, entity: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(id, raw) of every stored event of ``entity``, in no particular order."""
+        return iter(self.db.execute("SELECT id, raw FROM events WHERE entity=?", (entity,)))
+
+    # -- heads -------------------------------------------------------------------
+
+    def heads_with_depth(self, entity: bytes) -> list[tuple[bytes, int]]:
+        """(id, depth) of the heads, deepest first, then by id."""
+        return self.db.execute(
+            "SELECT h.id, e.depth FROM heads h JOIN events e ON e.id = h.id"
+            " WHERE h.entity=? ORDER BY e.depth DESC, h.id",
+            (entity,),
+        ).fetchall()
+
+    def update_heads(
+        self, gone: Sequence[tuple[bytes, bytes]], new: Sequence[tuple[bytes, bytes]]
+    ) -> None:
+        """Remove and add (entity, id) heads; the new ones are events just stored."""
+        if len(gone) == 1 and len(new) == 1 and gone[0][0] == new[0][0]:
+            # The usual append: one statement, not two (the new id is fresh, so
+            # the update cannot collide; the old one may not be a head).
+            cursor = self.db.execute(
+                "UPDATE heads SET id=? WHERE entity=? AND id=?", (new[0][1], *gone[0])
+            )
+            if cursor.rowcount == 0:
+                self.db.execute("INSERT OR IGNORE INTO heads VALUES (?, ?)", new[0])
+            return
+        self.db.executemany("DELETE FROM heads WHERE entity=? AND id=?", gone)
+        self.db.executemany("INSERT OR IGNORE INTO heads VALUES (?, ?)", new)
+
+    def set_heads(self, entity: bytes, heads: Iterable[bytes]) -> None:
+        self.db.execute("DELETE FROM heads WHERE entity=?", (entity,))
+        self.db.executemany("INSERT INTO heads VALUES (?, ?)", [(entity, h) for h in heads])
+
+    # -- verdicts ----------------------------------------------------------------
+
+    def verdicts_of(self, entity: bytes) -> dict[bytes, tuple[str, str]]:
+        rows = self.db.execute("SELECT id, reason, detail FROM verdicts WHERE entity=?", (entity,))
+        return {k: (reason, detail) for k, reason, detail in rows}
+
+    def put_verdict(self, event: bytes, entity: bytes, why: tuple[str, str], now: int) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)", (event, entity, *why, now)
+        )
+
+    def drop_verdict(self, event: bytes) -> None:
+        self.db.execute("DELETE FROM verdicts WHERE id=?", (event,))
+
+    # -- reads -------------------------------------------------------------------
+
+    def raw(self, event: bytes) -> bytes | None:
+        row = self.db.execute("SELECT raw FROM events WHERE id=?", (event,)).fetchone()
+        return row[0] if row else None
+
+    def raws(self, entity: bytes, *, invalid: bool = False) -> list[bytes]:
+        """Stored bytes of the entity's valid (or all) events in causal order: (depth, id)."""
+        rows = self.db.execute(
+            "SELECT raw FROM events e WHERE entity=?"
+            + ("" if invalid else _VALID)
+            + " ORDER BY depth, id",
+            (entity,),
+        )
+        return [raw for (raw,) in rows]
+
+    def raw_items(self, entity: bytes) -> list[tuple[bytes, bytes]]:
+        """(id, raw) of every event of ``entity`` in causal order."""
+        return self.db.execute(
+            "SELECT id, raw FROM events WHERE entity=? ORDER BY depth, id", (entity,)
+        ).fetchall()
+
+    def heads(self, entity: bytes) -> list[bytes]:
+        return [r[0] for r in self.db.execute("SELECT id FROM heads WHERE entity=?", (entity,))]
+
+    def entities(self, entity: bytes | None = None) -> list[EntityInfo]:
+        where, args = ("WHERE n.id = ?", (entity,)) if entity is not None else ("", ())
+        rows = self.db.execute(
+            "SELECT n.id, n.kind, n.name, n.creator, n.genesis, n.equivocated,"
+            " n.id IN (SELECT entity FROM follows),"
+            " (SELECT count(*) FROM events e WHERE e.entity = n.id)"
+            " - (SELECT count(*) FROM verdicts v WHERE v.entity = n.id),"
+            " (SELECT max(clock) FROM events e WHERE e.entity = n.id)"
+            f" FROM entities n {where} ORDER BY n.kind, n.name, n.id",
+            args,
+        )
+        return [
+            EntityInfo(
+                entity_id(r[0]),
+                r[1],
+                r[2],
+                agent_id(r[3]),
+                event_id(r[4]),
+                r[7],
+                r[8] or 0,
+                bool(r[5]),
+                bool(r[6]),
+            )
+            for r in rows
+        ]
+
+    def equivocations(self, entity: bytes) -> list[tuple[bytes, bytes]]:
+        """(genesis, raw) of the other geneses seen for ``entity``: the evidence."""
+        return self.db.execute(
+            "SELECT genesis, raw FROM equivocations WHERE entity=? ORDER BY genesis", (entity,)
+        ).fetchall()
+
+    def quarantine(self, event: bytes | None = None) -> list[dict[str, Any]]:
+        """Everything rejected or invalid now, oldest first (or what is known of ``event``)."""
+        where, args = ("WHERE q.id = ?", (event,)) if event else ("", ())
+        rows = self.db.execute(
+            "SELECT * FROM ("
+            " SELECT r.id, r.entity, r.reason, r.detail, r.source, r.at, 'rejected' AS state"
+            " FROM rejections r"
+            " UNION ALL"
+            " SELECT v.id, v.entity, v.reason, v.detail, e.source, v.since, 'stored' AS state"
+            " FROM verdicts v JOIN events e ON e.id = v.id"
+            f") q {where} ORDER BY 6, 1",
+            args,
+        )
+        return [
+            {
+                "id": event_id(r[0]) if r[0] else None,
+                "entity": entity_id(r[1]) if r[1] else None,
+                "reason": r[2],
+                "detail": r[3],
+                "source": r[4] or "local",
+                "at": r[5],
+                "stored": r[6] == "stored",
+            }
+            for r in rows
+        ]
+
+    def last_seq(self) -> int:
+        return int(self.db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+
+    def integrity_check(self) -> str:
+        return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])
