@@ -49,7 +49,13 @@ from dizzy.protocol.ids import (
     parse_event,
 )
 from dizzy.protocol.keys import Keypair
-from dizzy.protocol.permissions import grant_data, revoke_data
+from dizzy.protocol.permissions import (
+    PermissionState,
+    closure,
+    frontier,
+    grant_data,
+    revoke_data,
+)
 from dizzy.protocol.verify import (
     PERMISSION_REASONS,
     EntityReport,
@@ -84,6 +90,7 @@ __all__ = [
     "NonCanonicalError",
     "NotFoundError",
     "OversizeError",
+    "PermissionState",
     "RemoteError",
     "StoreError",
     "TransportError",
@@ -94,10 +101,12 @@ __all__ = [
     "Verdict",
     "agent_id",
     "check_links",
+    "closure",
     "decode_event",
     "encode_file",
     "entity_id",
     "event_id",
+    "frontier",
     "genesis_body",
     "grant_data",
     "parse_agent",

@@ -30,7 +30,7 @@ invalid.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +46,10 @@ __all__ = [
     "ROLES",
     "WRITER",
     "Node",
+    "PermissionState",
     "Verdicts",
+    "closure",
+    "frontier",
     "grant_data",
     "judge",
     "revoke_data",
@@ -135,33 +138,64 @@ def _union(
     return first.union(*sets[1:]) if len(sets) > 1 else first
 
 
-class _Judge:
-    def __init__(
-        self, owner: str, nodes: Sequence[Node], only: AbstractSet[str] | None = None
-    ) -> None:
-        self.owner = owner
-        self.only = only
-        self.nodes = {n.id: n for n in nodes}
-        self.order = sorted(nodes, key=lambda n: (n.depth, n.id))
-        self.targets = {n.id: _target(n) for n in self.order if n.type in PERMISSION_TYPES}
-        self.permission_ids = frozenset(self.targets)
-        self.past: dict[str, frozenset[str]] = {}
-        for n in self.order:
-            self.past[n.id] = _union(self.past, n.parents, self.permission_ids)
-        self.valid_grants: set[str] = set()
-        self.taken: list[str] = []  # revokes in effect, in the order taken
-        self.kept: dict[str, frozenset[str]] = {}  # revoke -> its target's events it keeps
+def frontier(
+    parents: Iterable[tuple[str, bool, Iterable[str]]], past: Mapping[str, AbstractSet[str]]
+) -> tuple[str, ...]:
+    """The *permission frontier* of an event: the maximal grants and revokes in
+    its causal past (an antichain, sorted; mostly empty or one id).
 
-    # -- state ---------------------------------------------------------------------
+    ``parents`` gives, for each parent, (its id, whether it is a grant or
+    revoke, its own frontier): a parent that is a grant or revoke is in the
+    past itself, and stands for its own past. ``past`` maps a grant or revoke
+    to those in its own past; it is looked up only when there are several
+    candidates, to drop those under another.
+    """
+    candidates: set[str] = set()
+    for parent, permission, own in parents:
+        if permission:
+            candidates.add(parent)
+        else:
+            candidates.update(own)
+    if len(candidates) < 2:
+        return tuple(candidates)
+    return tuple(sorted(c for c in candidates if not any(c in past[d] for d in candidates)))
 
-    def _role(self, agent: str, past: frozenset[str], owner_only: bool) -> int:
+
+def closure(frontier: Iterable[str], past: Mapping[str, AbstractSet[str]]) -> frozenset[str]:
+    """All grants and revokes in the causal past of an event with this
+    ``frontier`` (the same for every event with the same frontier)."""
+    ids = frozenset(frontier)
+    return ids.union(*(past[i] for i in ids))
+
+
+class _Rules:
+    """The role and cut-off rules, over the grants and revokes of one entity:
+    shared by the full judge and by ``PermissionState``."""
+
+    owner: str
+    nodes: Mapping[str, Node]  # the grants and revokes at least
+    targets: dict[str, str | None]  # grant or revoke -> the agent it names, None if malformed
+    naming: dict[str, list[str]]  # agent -> the grants and revokes naming it
+    past: Mapping[str, AbstractSet[str]]  # the grants and revokes at least
+    valid_grants: set[str]
+    taken: list[str]  # revokes in effect, in the order taken
+    kept: dict[str, frozenset[str]]  # revoke -> its target's events it keeps
+
+    def _index(self, order: Iterable[Node]) -> None:
+        self.targets = {n.id: _target(n) for n in order if n.type in PERMISSION_TYPES}
+        self.naming = {}
+        for i, agent in self.targets.items():
+            if agent is not None:
+                self.naming.setdefault(agent, []).append(i)
+
+    def _role(self, agent: str, past: AbstractSet[str], owner_only: bool) -> int:
         """``agent``'s role in the state of ``past``: of the valid grants and taken
         revokes naming it, the latest (none of the others has it in its past); a
         revoke among them wins over concurrent grants, else the highest role."""
         mine = [
             p
-            for p in past
-            if self.targets[p] == agent
+            for p in self.naming.get(agent, ())
+            if p in past
             and (p in self.valid_grants or p in self.kept)
             and (not owner_only or self.nodes[p].author == self.owner)
         ]
@@ -170,7 +204,7 @@ class _Judge:
             return NONE
         return max(ROLES[self.nodes[p].data["role"]] for p in latest)
 
-    def role(self, agent: str, past: frozenset[str]) -> int:
+    def role(self, agent: str, past: AbstractSet[str]) -> int:
         """Admin status comes from the owner's events alone; writer from any valid ones."""
         if agent == self.owner:
             return OWNER
@@ -178,20 +212,20 @@ class _Judge:
             return ADMIN
         return min(WRITER, self._role(agent, past, owner_only=False))
 
-    def cut_off_by(self, node: Node, past: frozenset[str]) -> str | None:
+    def cut_off_by(self, node: Node, past: AbstractSet[str]) -> str | None:
         """The revoke in effect that cuts ``node`` off, or None."""
         for revoke in self.taken:
             if self.targets[revoke] != node.author or node.id in self.kept[revoke]:
                 continue
             regranted = any(
-                g in self.valid_grants and self.targets[g] == node.author and revoke in self.past[g]
-                for g in past
+                g in past and g in self.valid_grants and revoke in self.past[g]
+                for g in self.naming[node.author]
             )
             if not regranted:
                 return revoke
         return None
 
-    def why_not(self, node: Node, past: frozenset[str]) -> tuple[str, str] | None:
+    def why_not(self, node: Node, past: AbstractSet[str]) -> tuple[str, str] | None:
         """(reason, detail) if ``node``'s author may not write it, else None."""
         role = self.role(node.author, past)
         if role == OWNER:
@@ -211,6 +245,34 @@ class _Judge:
             if target is not None and (wanted == ADMIN or self.role(target, past) >= ADMIN):
                 return "unauthorized", "only the owner grants or revokes admin"
         return None
+
+    def members(self) -> dict[str, str]:
+        """agent -> role name after every event, for those holding a role."""
+        everything = self.targets.keys()
+        members = {self.owner: "owner"}
+        for agent in sorted(self.naming.keys() - {self.owner}):
+            role = self.role(agent, everything)
+            if role and self.cut_off_by(Node("", agent, "", (), 0, {}), everything) is None:
+                members[agent] = ROLE_NAMES[role]
+        return members
+
+
+class _Judge(_Rules):
+    def __init__(
+        self, owner: str, nodes: Sequence[Node], only: AbstractSet[str] | None = None
+    ) -> None:
+        self.owner = owner
+        self.only = only
+        self.nodes = {n.id: n for n in nodes}
+        self.order = sorted(nodes, key=lambda n: (n.depth, n.id))
+        self._index(self.order)
+        self.permission_ids = frozenset(self.targets)
+        self.past: dict[str, frozenset[str]] = {}
+        for n in self.order:
+            self.past[n.id] = _union(self.past, n.parents, self.permission_ids)
+        self.valid_grants = set()
+        self.taken = []
+        self.kept = {}
 
     def why_not_new(self, node: Node) -> tuple[str, str] | None:
         """For an event not signed yet: its form, then its author's right."""
@@ -269,13 +331,8 @@ class _Judge:
                 invalid[n.id] = why
             elif n.type == GRANT:
                 self.valid_grants.add(n.id)
-        everything = self.permission_ids  # the state after every event
-        verdicts.members = {self.owner: "owner"}
-        for agent in sorted({t for t in self.targets.values() if t is not None} - {self.owner}):
-            role = self.role(agent, everything)
-            cut = self.cut_off_by(Node("", agent, "", (), 0, {}), everything)
-            if role and cut is None:
-                verdicts.members[agent] = ROLE_NAMES[role]
+        verdicts.members = self.members()
+        for agent in sorted(self.naming.keys() - {self.owner}):
             if revokes := [r for r in self.taken if self.targets[r] == agent]:
                 verdicts.revoked[agent] = revokes
         return verdicts
@@ -308,3 +365,80 @@ def judge(owner: str, nodes: Sequence[Node], only: AbstractSet[str] | None = Non
     ``invalid`` whatever they are.
     """
     return _Judge(owner, nodes, only).run()
+
+
+class PermissionState(_Rules):
+    """What judging a *new* event other than a grant or revoke needs of an
+    entity: its grants and revokes, their pasts and verdicts. O(grants and
+    revokes) to build and hold, whatever the number of other events.
+
+    A new event arrived after all its ancestors: it is in no stored event's
+    past. Its verdict is what ``judge`` would give it in the entity with it
+    added, because (a) a grant or revoke is the only event whose validity
+    changes another's, so adding the new event changes no stored verdict, and
+    the state is then the stored grants and revokes with their stored
+    verdicts; (b) a revoke keeps only its target's events in the past of its
+    cutoff, all stored before it, so a new event is never kept, and the
+    revokes' kept sets are not needed (they stay empty here); (c) only the
+    grants and revokes in the new event's past count for its author's role
+    and re-grants.
+
+    Grants and revokes themselves, new or not, and any batch that brings some,
+    are judged by ``judge``: a revoke's cutoff must be checked against its
+    whole ancestry, and a new revoke changes the verdicts of stored events.
+    """
+
+    def __init__(
+        self,
+        owner: str,
+        nodes: Iterable[Node],
+        past: Mapping[str, AbstractSet[str]],
+        invalid: Container[str],
+    ) -> None:
+        """``nodes``: the entity's grants and revokes (with their data); ``past``:
+        for each, the grants and revokes in its causal past (see ``closure``);
+        ``invalid``: those ``judge`` found invalid (why does not matter)."""
+        self.owner = owner
+        order = sorted(nodes, key=lambda n: (n.depth, n.id))
+        self.nodes = {n.id: n for n in order}
+        self._index(order)
+        self.past = past
+        valid = [n for n in order if n.id not in invalid]
+        self.valid_grants = {n.id for n in valid if n.type == GRANT}
+        # The order ``judge`` takes them in: the owner's, then the admins'.
+        revokes = [n for n in valid if n.type == REVOKE]
+        self.taken = [n.id for n in revokes if n.author == owner]
+        self.taken += [n.id for n in revokes if n.author != owner]
+        self.kept = dict.fromkeys(self.taken, frozenset())
+
+    @classmethod
+    def from_frontiers(
+        cls,
+        owner: str,
+        nodes: Iterable[Node],
+        frontiers: Mapping[str, Iterable[str]],
+        invalid: Container[str],
+    ) -> PermissionState:
+        """The same, each grant's and revoke's past made from its frontier."""
+        order = sorted(nodes, key=lambda n: (n.depth, n.id))
+        past: dict[str, frozenset[str]] = {}
+        for n in order:  # parents first
+            past[n.id] = closure(frontiers[n.id], past)
+        return cls(owner, order, past, invalid)
+
+    def why_not(self, node: Node, past: AbstractSet[str]) -> tuple[str, str] | None:
+        """(reason, detail) as ``judge`` would give the new event ``node`` (no grant
+        or revoke) whose past holds the grants and revokes ``past``, else None.
+        Only membership in ``past`` is tested; the verdict depends on the author
+        and ``past`` alone, so a caller may reuse it for events of one author
+        with the same frontier."""
+        if node.type in PERMISSION_TYPES:
+            raise ValueError(f"a {node.type} is judged by judge(), with its entity")
+        return super().why_not(node, past)
+
+    def may_append(
+        self, author: str, past: AbstractSet[str], type: str, data: Mapping[str, Any]
+    ) -> tuple[str, str] | None:
+        """As ``Verdicts.may_append`` for an event (no grant or revoke) not signed
+        yet whose parents have the grants and revokes ``past`` in their past."""
+        return self.why_not(Node("", author, type, (), 0, data), past)
