@@ -124,6 +124,10 @@ class Store:
         with self.records.reading():
             return self.records.data_version()
 
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Rows of a component's own read of its own tables."""
+        return self.records.query(sql, args)
+
     def install(self, component: Component) -> list[str]:
         """Create or migrate the tables of a component (a flow, documents, a projection)."""
         return self.records.install(component)

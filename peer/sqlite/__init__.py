@@ -8,9 +8,10 @@ against the log's tables.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 from dizzy.peer.migrations import Component, drop, migrate
 from dizzy.peer.sqlite.connection import connect, translated
@@ -71,6 +72,10 @@ class SQLiteRecords(LogRows, PendingRows, ReplicationRows, PeerRows, FeedRows):
         if self._watch is None:
             self._watch = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         return int(self._watch.execute("PRAGMA data_version").fetchone()[0])
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with translated("read"):
+            return self.db.execute(sql, args).fetchall()
 
     def install(self, component: Component) -> list[str]:
         with translated("migration"):
