@@ -10,12 +10,24 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 
 from dizzy.peer.records import Records
 from dizzy.peer.reports import IngestReport, Moved, Rejection
 from dizzy.peer.sources import strike
-from dizzy.peer.verdicts import Changes, is_shared_write, rejudge
+from dizzy.peer.verdicts import (
+    Changes,
+    Frontier,
+    LazyPast,
+    Permissions,
+    fill_frontiers,
+    frontier_of,
+    is_shared_write,
+    pack,
+    rejudge,
+    unpack,
+)
 from dizzy.protocol import (
     MAX_EVENT_BYTES,
     Event,
@@ -23,6 +35,7 @@ from dizzy.protocol import (
     agent_id,
     check_links,
     decode_event,
+    event_id,
     parse_entity,
     parse_event,
 )
@@ -72,22 +85,25 @@ def admit(
         if judge.judge(event):
             for released in judge.released_by(event.id):
                 heapq.heappush(queue, (released.depth, released.id, next(tie), released))
-    judge.flush()
-    records.insert_events(judge.accepted, now, source)
+    # Shared entities that got no grant or revoke: the new events are judged
+    # against the entity's grants and revokes alone. The others: as a whole.
+    whole = sorted(judge.permission)
+    invalid = judge.judge_new([e for e in judge.shared if e not in judge.permission])
+    judge.flush(invalid)
+    records.insert_events(
+        judge.accepted, [pack(judge.frontiers[e.id]) for e in judge.accepted], now, source
+    )
     moved: Moved = []
-    invalid: set[str] = set()
-    for entity in sorted(judge.shared):
-        changes = rejudge(
-            records, entity, now, judge.arrived, permission=entity in judge.permission
-        )
-        invalid.update(name for name, _, _ in changes.invalid_new)
+    for entity in whole:
+        changes = rejudge(records, entity, now, judge.arrived)
+        invalid.update(parse_event(name) for name, _, _ in changes.invalid_new)
         moved += _apply(changes, report)
     for raw, error in failures:
         why = (error.reason, str(error))
         records.reject(None, None, why, source, now, raw[:MAX_EVENT_BYTES])
         report.rejected.append(Rejection(None, *why))
     strike(records, source, sum(r.reason not in _NOT_SENDERS_FAULT for r in report.rejected), now)
-    return report, [e for e in judge.accepted if e.event_id not in invalid], moved
+    return report, [e for e in judge.accepted if e.id not in invalid], moved
 
 
 def _apply(changes: Changes, report: IngestReport) -> Moved:
@@ -109,14 +125,16 @@ class _Judge:
     def __init__(self, records: Records, source: str, now: int, report: IngestReport) -> None:
         self.records, self.source, self.now, self.report = records, source, now, report
         self.accepted: list[Event] = []
-        self.depths: dict[bytes, tuple[bytes, int]] = {}  # accepted here: id -> (entity, depth)
+        # Accepted here: id -> (entity, depth, type, frontier), as stored events are located.
+        self.found: dict[bytes, tuple[bytes, int, str, Frontier]] = {}
+        self.frontiers: dict[bytes, Frontier] = {}  # of the accepted events
+        self.permissions: dict[bytes, Permissions] = {}  # loaded in this batch
         self.names: dict[str, bytes] = {}  # accepted here: printable id -> id
         self.creators: dict[bytes, str | None] = {}
         self.shared: set[bytes] = set()  # entities to judge as a whole once stored
         self.permission: set[bytes] = set()  # entities that got grants or revokes
         self.flags: dict[bytes, bool] = {}  # entities.shared, as read
-        self.heads_gone: set[tuple[bytes, bytes]] = set()
-        self.heads_new: set[tuple[bytes, bytes]] = set()
+        self.parents: dict[bytes, Sequence[bytes]] = {}  # of the accepted events, same entity
         self.has_pending = records.has_pending()
         if self.has_pending:
             hours = PENDING_TTL_MS // 3_600_000
@@ -126,7 +144,7 @@ class _Judge:
 
     def judge(self, event: Event) -> bool:
         """Accept, park or reject ``event``; True if accepted."""
-        if event.id in self.depths:  # arrived in the batch and was released from pending too
+        if event.id in self.found:  # arrived in the batch and was released from pending too
             return False
         entity = parse_entity(event.entity)
         if event.is_genesis:
@@ -134,15 +152,17 @@ class _Judge:
         parent_depths: dict[str, int] = {}
         missing: list[bytes] = []
         keys: list[bytes] = []
+        linked: list[tuple[str, str, Frontier]] = []
         for parent in event.parents:
             # A parent accepted earlier in this batch is found by its name, unparsed.
             key = self.names.get(parent) or parse_event(parent)
-            keys.append(key)
-            found = self.depths.get(key) or self.records.locate(key)
+            found = self.found.get(key) or self._locate(key)
             if found is None:
                 missing.append(key)
             elif found[0] == entity:
+                keys.append(key)
                 parent_depths[parent] = found[1]
+                linked.append((parent, found[2], found[3]))
         if missing:
             self._park(event, entity, missing)
             return False
@@ -158,11 +178,11 @@ class _Judge:
             is_shared_write(creator, event.author, event.type) or self._is_shared(entity)
         ):
             self.shared.add(entity)
+        its_frontier = frontier_of(linked, LazyPast(lambda: self._permissions(entity)))
         if event.type in PERMISSION_TYPES:
             self.permission.add(entity)
-        self._accept(event, entity, keys)
-        for key in keys:
-            self.heads_gone.add((entity, key))
+            self._permissions(entity).add(event, its_frontier)
+        self._accept(event, entity, its_frontier, keys)
         return True
 
     def _judge_genesis(self, event: Event, entity: bytes) -> bool:
@@ -174,15 +194,18 @@ class _Judge:
         self.records.add_entity(event)
         self.creators[entity] = event.author
         self.flags[entity] = False
-        self._accept(event, entity)
+        self._accept(event, entity, ())
         return True
 
-    def _accept(self, event: Event, entity: bytes, parents: Sequence[bytes] = ()) -> None:
+    def _accept(
+        self, event: Event, entity: bytes, its_frontier: Frontier, parents: Sequence[bytes] = ()
+    ) -> None:
         if self.has_pending:
-            self.records.unpark(event.id, parents)
+            self.records.unpark(event.id, [parse_event(p) for p in event.parents])
         self.accepted.append(event)
-        self.depths[event.id] = (entity, event.depth)
-        self.heads_new.add((entity, event.id))
+        self.found[event.id] = (entity, event.depth, event.type, its_frontier)
+        self.frontiers[event.id] = its_frontier
+        self.parents[event.id] = parents
         name = event.event_id
         self.names[name] = event.id
         self.report.added.append(name)
@@ -192,17 +215,53 @@ class _Judge:
     def arrived(self) -> set[str]:
         return set(self.names)
 
+    def _locate(self, key: bytes) -> tuple[bytes, int, str, Frontier] | None:
+        found = self.records.locate(key)
+        if found is not None and found[0] not in self.creators:
+            self._creator(found[0])
+            found = self.records.locate(key)  # its frontier may just have been filled in
+        return None if found is None else (found[0], found[1], found[2], unpack(found[3]))
+
     def _is_shared(self, entity: bytes) -> bool:
         if entity not in self.flags:
-            row = self.records.entity_row(entity)
-            self.flags[entity] = bool(row and row[2])
-        return self.flags[entity]
+            self._creator(entity)
+        return self.flags.get(entity, False)
 
     def _creator(self, entity: bytes) -> str | None:
         if entity not in self.creators:
             row = self.records.entity_row(entity)
             self.creators[entity] = agent_id(row[1]) if row else None
+            if row is not None:
+                self.flags[entity] = row[2]
+                if not row[3]:  # shared before frontiers were kept: once, in full
+                    fill_frontiers(self.records, entity)
         return self.creators[entity]
+
+    def _permissions(self, entity: bytes) -> Permissions:
+        if entity not in self.permissions:
+            creator = self._creator(entity)
+            assert creator is not None, "events are judged after their genesis"
+            self.permissions[entity] = Permissions(self.records, entity, creator)
+        return self.permissions[entity]
+
+    def judge_new(self, entities: Iterable[bytes]) -> set[bytes]:
+        """Verdicts of the events accepted into ``entities`` (shared, no grant or
+        revoke among the new events); returns the invalid ones, recorded."""
+        chosen = set(entities)
+        invalid: set[bytes] = set()
+        for event in self.accepted:
+            entity = self.found[event.id][0]
+            if entity not in chosen or event.is_genesis:
+                continue
+            why = self._permissions(entity).why_not(event, self.frontiers[event.id])
+            if why is not None:
+                self.records.put_verdict(event.id, entity, why, self.now)
+                self.report.rejected.append(Rejection(event.event_id, *why))
+                invalid.add(event.id)
+        if invalid:
+            gone = {event_id(k) for k in invalid}
+            self.report.added = [name for name in self.report.added if name not in gone]
+        return invalid
 
     def _park(self, event: Event, entity: bytes, missing: list[bytes]) -> None:
         if self.pending_room <= 0:
@@ -234,8 +293,16 @@ class _Judge:
             released.append(event)
         return released
 
-    def flush(self) -> None:
+    def flush(self, invalid: AbstractSet[bytes]) -> None:
+        """Mark entities shared and move heads: nobody builds on an invalid event,
+        so one is no head and takes no parent's place."""
         self.records.mark_shared(self.shared)
-        self.records.update_heads(
-            sorted(self.heads_gone - self.heads_new), sorted(self.heads_new - self.heads_gone)
-        )
+        gone: set[tuple[bytes, bytes]] = set()
+        new: set[tuple[bytes, bytes]] = set()
+        for event in self.accepted:
+            if event.id in invalid:
+                continue
+            entity = self.found[event.id][0]
+            new.add((entity, event.id))
+            gone.update((entity, p) for p in self.parents[event.id])
+        self.records.update_heads(sorted(gone - new), sorted(new - gone))

@@ -9,7 +9,17 @@ from typing import Any
 
 from dizzy.peer.records import Records
 from dizzy.peer.reports import Moved
-from dizzy.peer.verdicts import entity_verdicts, is_shared_write, rejudge
+from dizzy.peer.verdicts import (
+    LazyPast,
+    Permissions,
+    entity_verdicts,
+    fill_frontiers,
+    frontier_of,
+    is_shared_write,
+    pack,
+    rejudge,
+    unpack,
+)
 from dizzy.protocol import (
     MAX_PARENTS,
     ConcurrencyError,
@@ -69,10 +79,8 @@ def _sign(messages: Sequence[bytes], author: Keypair) -> list[bytes]:
 class Author:
     """Creates entities and appends events inside one transaction of ``records``."""
 
-    def __init__(
-        self, records: Records, signer: Signer, creators: dict[bytes, str], now: int
-    ) -> None:
-        self.records, self.signer, self.creators, self.now = records, signer, creators, now
+    def __init__(self, records: Records, signer: Signer, now: int) -> None:
+        self.records, self.signer, self.now = records, signer, now
 
     def create_entity(
         self, creator: Keypair, kind: str, name: str | None, *, seed: bytes, clock: int
@@ -89,7 +97,7 @@ class Author:
         if self.records.entity_row(key) is not None:
             raise UsageError("an entity with this key exists already (reused seed?)")
         self.records.add_entity(genesis)
-        self.records.insert_events([genesis], self.now, None)
+        self.records.insert_events([genesis], [None], self.now, None)
         self.records.update_heads([], [(key, genesis.id)])
         self.records.follow(key, self.now)
         return genesis
@@ -108,32 +116,50 @@ class Author:
         key = parse_entity(entity)
         items = list(items)
         records = self.records
-        creator = self.creators.get(key)
-        if creator is None:
-            row = records.entity_row(key)
-            if row is None:
-                raise NotFoundError(f"no entity {entity} in this store")
-            creator = self.creators[key] = agent_id(row[1])
+        row = records.entity_row(key)
+        if row is None:
+            raise NotFoundError(f"no entity {entity} in this store")
+        creator = agent_id(row[1])
+        if not row[3]:  # shared before frontiers were kept: once, in full
+            fill_frontiers(records, key)
         author_id = author.agent_id  # base32 of the key: once, not once per event
         # The creator's own events of other types are always valid: no judging.
         shared = any(is_shared_write(creator, author_id, t) for t, _ in items)
-        heads = records.heads_with_depth(key)
+        permission = any(t in PERMISSION_TYPES for t, _ in items)
+        heads = records.head_rows(key)
         if expected_heads is not None:
             expected = sorted(parse_event(h) for h in expected_heads)
-            if expected != sorted(h for h, _ in heads):
+            if expected != sorted(h for h, *_ in heads):
                 raise ConcurrencyError(
                     f"the heads of {entity} moved since they were read; read and retry"
                 )
         # A merge names at most MAX_PARENTS heads: the deepest first.
         heads = heads[:MAX_PARENTS]
-        parents = tuple(sorted(event_id(h) for h, _ in heads))
-        depth = 1 + max(d for _, d in heads)
+        parents = tuple(sorted(event_id(h) for h, *_ in heads))
+        depth = 1 + max(d for _, d, _, _ in heads)
+        permissions: Permissions | None = None
+
+        def load() -> Permissions:
+            nonlocal permissions
+            if permissions is None:
+                permissions = Permissions(records, key, creator)
+            return permissions
+
+        its_frontier = frontier_of(
+            [(event_id(h), t, unpack(f)) for h, _, t, f in heads], LazyPast(load)
+        )
         # The author's right is the same for every item: its own events
-        # cannot change its own role. Checked before anything is signed.
+        # cannot change its own role. Checked before anything is signed:
+        # against the entity's grants and revokes alone, unless grants or
+        # revokes are appended (their form needs the whole entity).
         if shared:
-            verdicts = entity_verdicts(records, key)
+            verdicts = entity_verdicts(records, key) if permission else None
             for type_, data in items:
-                if why := verdicts.may_append(author_id, parents, type_, data):
+                if verdicts is not None:
+                    why = verdicts.may_append(author_id, parents, type_, data)
+                else:
+                    why = load().may_append(author_id, its_frontier, type_)
+                if why:
                     error = UsageError if why[0] == "bad_permission" else ForbiddenError
                     raise error(f"{why[0]}: {why[1]}")
         unsigned = []
@@ -147,12 +173,17 @@ class Author:
         events = self.signer.sign_all(unsigned, author)
         if not events:
             return [], []
-        records.insert_events(events, self.now, None)
-        records.update_heads([(key, h) for h, _ in heads], [(key, events[-1].id)])
+        frontiers = []
+        for event in events:  # each on the previous: a grant or revoke is the next one's frontier
+            frontiers.append(pack(its_frontier))
+            if event.type in PERMISSION_TYPES:
+                its_frontier = (event.event_id,)
+        records.insert_events(events, frontiers, self.now, None)
+        records.update_heads([(key, h) for h, *_ in heads], [(key, events[-1].id)])
         if shared:
             records.mark_shared([key])
         moved: Moved = []
-        if any(type_ in PERMISSION_TYPES for type_, _ in items):
+        if permission:
             # A grant or revoke can change the verdicts of events stored before
             # (the new events themselves were checked above).
             changes = rejudge(records, key, self.now, {e.event_id for e in events})

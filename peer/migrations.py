@@ -221,6 +221,29 @@ MIGRATIONS: list[Migration] = [
             """,
         ),
     ),
+    Migration(
+        "0005_permission_frontiers",
+        (
+            """
+            -- Each event's permission frontier (docs/permissions.md#cost): the
+            -- maximal grants and revokes in its causal past, as their 32-byte ids
+            -- one after the other; NULL when there are none.
+            ALTER TABLE events ADD COLUMN frontier BLOB
+            """,
+            """
+            -- 1 when every stored event of the entity has its frontier. Only
+            -- shared entities can have grants or revokes: theirs are filled in
+            -- when they are next judged.
+            ALTER TABLE entities ADD COLUMN frontiers INTEGER NOT NULL DEFAULT 1
+            """,
+            "UPDATE entities SET frontiers = 0 WHERE shared",
+            """
+            -- An entity's grants and revokes, found without reading its other events.
+            CREATE INDEX events_permission ON events (entity)
+            WHERE type IN ('dizzy.grant', 'dizzy.revoke')
+            """,
+        ),
+    ),
 ]
 
 

@@ -57,26 +57,41 @@ class Records(Protocol):
 
     def add_entity(self, genesis: Event) -> None: ...
 
-    def entity_row(self, entity: bytes) -> tuple[bytes, bytes, bool] | None:
-        """(genesis, creator key, shared) of a held entity."""
+    def entity_row(self, entity: bytes) -> tuple[bytes, bytes, bool, bool] | None:
+        """(genesis, creator key, shared, frontiers complete) of a held entity."""
         ...
 
     def mark_shared(self, entities: Iterable[bytes]) -> None: ...
 
     def mark_equivocated(self, genesis: Event, source: str, now: int) -> None: ...
 
-    def insert_events(self, events: Sequence[Event], now: int, source: str | None) -> None: ...
+    def insert_events(
+        self,
+        events: Sequence[Event],
+        frontiers: Sequence[bytes | None],
+        now: int,
+        source: str | None,
+    ) -> None:
+        """Store ``events`` with their permission frontiers (see verdicts.pack)."""
+        ...
 
     def existing(self, ids: Sequence[bytes]) -> set[bytes]: ...
 
-    def locate(self, event: bytes) -> tuple[bytes, int] | None:
-        """(entity, depth) of a stored event."""
+    def locate(self, event: bytes) -> tuple[bytes, int, str, bytes | None] | None:
+        """(entity, depth, type, frontier) of a stored event."""
         ...
+
+    def permission_events(self, entity: bytes) -> list[tuple[bytes, bytes, bytes | None, bool]]:
+        """(id, raw, frontier, invalid now) of the entity's grants and revokes, found
+        without reading its other events."""
+        ...
+
+    def set_frontiers(self, entity: bytes, frontiers: Iterable[tuple[bytes, bytes]]) -> None: ...
 
     def entity_raws(self, entity: bytes) -> Iterator[tuple[bytes, bytes]]: ...
 
-    def heads_with_depth(self, entity: bytes) -> list[tuple[bytes, int]]:
-        """(id, depth) of the heads, deepest first, then by id."""
+    def head_rows(self, entity: bytes) -> list[tuple[bytes, int, str, bytes | None]]:
+        """(id, depth, type, frontier) of the heads, deepest first, then by id."""
         ...
 
     def update_heads(

@@ -72,7 +72,6 @@ class Store:
         self.path = Path(path)
         self._now = now
         self.records: Records = records if records is not None else SQLiteRecords(self.path)
-        self._creators: dict[bytes, str] = {}  # entity -> creator: it never changes
         self._signer = Signer()
         self._subscribers: list[Subscriber] = []
 
@@ -92,7 +91,7 @@ class Store:
     def transaction(self) -> Iterator[Transaction]:
         """``with store.transaction() as tx:`` one unit of work (see Transaction)."""
         with self.records.transaction() as connection:
-            tx = Transaction(self.records, connection, self._signer, self._creators, self._now())
+            tx = Transaction(self.records, connection, self._signer, self._now())
             yield tx
         if tx.position is not None:
             for callback in list(self._subscribers):

@@ -20,7 +20,7 @@ from dizzy.protocol import (
     parse_event,
 )
 
-__all__ = ["VERSION_TYPE", "VERSIONS", "catch_up", "version_rows"]
+__all__ = ["VERSIONS", "VERSION_TYPE", "catch_up", "version_rows"]
 
 VERSION_TYPE = "dataset.version"
 BATCH = 1000  # changes read per transaction

@@ -33,12 +33,12 @@ class LogRows:
             ),
         )
 
-    def entity_row(self, entity: bytes) -> tuple[bytes, bytes, bool] | None:
-        """(genesis, creator key, shared) of a held entity."""
+    def entity_row(self, entity: bytes) -> tuple[bytes, bytes, bool, bool] | None:
+        """(genesis, creator key, shared, frontiers complete) of a held entity."""
         row = self.db.execute(
-            "SELECT genesis, creator, shared FROM entities WHERE id=?", (entity,)
+            "SELECT genesis, creator, shared, frontiers FROM entities WHERE id=?", (entity,)
         ).fetchone()
-        return (row[0], row[1], bool(row[2])) if row else None
+        return (row[0], row[1], bool(row[2]), bool(row[3])) if row else None
 
     def mark_shared(self, entities: Iterable[bytes]) -> None:
         self.db.executemany(
@@ -56,17 +56,23 @@ class LogRows:
 
     # -- events ------------------------------------------------------------------
 
-    def insert_events(self, events: Sequence[Event], now: int, source: str | None) -> None:
+    def insert_events(
+        self,
+        events: Sequence[Event],
+        frontiers: Sequence[bytes | None],
+        now: int,
+        source: str | None,
+    ) -> None:
         # Many rows per INSERT, not executemany: sqlite3 releases the GIL around
         # each step of a statement, and executemany steps once per row, so storing
         # a batch while the verification pool runs would hand the GIL over and
         # wait to get it back once per event (bench/ingest.py, docs/performance.md).
         per_insert = min(
-            _ROWS_PER_INSERT, self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 9
+            _ROWS_PER_INSERT, self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 10
         )
         values = [
             value
-            for e in events
+            for e, frontier in zip(events, frontiers, strict=True)
             for value in (
                 e.id,
                 parse_entity(e.entity),
@@ -77,15 +83,16 @@ class LogRows:
                 now,
                 e.raw,
                 source,
+                frontier,
             )
         ]
         for start in range(0, len(events), per_insert):
             count = min(per_insert, len(events) - start)
             self.db.execute(
                 "INSERT INTO events"
-                " (id, entity, author, type, depth, clock, received, raw, source)"
-                " VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count),
-                values[start * 9 : (start + count) * 9],
+                " (id, entity, author, type, depth, clock, received, raw, source, frontier)"
+                " VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count),
+                values[start * 10 : (start + count) * 10],
             )
 
     def existing(self, ids: Sequence[bytes]) -> set[bytes]:
@@ -93,10 +100,30 @@ class LogRows:
             r[0] for r in in_chunks(self.db, "SELECT id FROM events WHERE id IN ({marks})", ids)
         }
 
-    def locate(self, event: bytes) -> tuple[bytes, int] | None:
-        """(entity, depth) of a stored event."""
-        row = self.db.execute("SELECT entity, depth FROM events WHERE id=?", (event,)).fetchone()
-        return (row[0], row[1]) if row else None
+    def locate(self, event: bytes) -> tuple[bytes, int, str, bytes | None] | None:
+        """(entity, depth, type, frontier) of a stored event."""
+        row = self.db.execute(
+            "SELECT entity, depth, type, frontier FROM events WHERE id=?", (event,)
+        ).fetchone()
+        return (row[0], row[1], row[2], row[3]) if row else None
+
+    def permission_events(self, entity: bytes) -> list[tuple[bytes, bytes, bytes | None, bool]]:
+        """(id, raw, frontier, invalid now) of the entity's grants and revokes."""
+        return [
+            (i, raw, frontier, bool(invalid))
+            for i, raw, frontier, invalid in self.db.execute(
+                "SELECT id, raw, frontier, EXISTS (SELECT 1 FROM verdicts v WHERE v.id = e.id)"
+                " FROM events e WHERE entity=? AND type IN ('dizzy.grant', 'dizzy.revoke')",
+                (entity,),
+            )
+        ]
+
+    def set_frontiers(self, entity: bytes, frontiers: Iterable[tuple[bytes, bytes]]) -> None:
+        """Fill in the (id, frontier) of stored events; the entity's are complete then."""
+        self.db.executemany(
+            "UPDATE events SET frontier=? WHERE id=?", [(f, i) for i, f in frontiers]
+        )
+        self.db.execute("UPDATE entities SET frontiers=1 WHERE id=?", (entity,))
 
     def entity_raws(self, entity: bytes) -> Iterator[tuple[bytes, bytes]]:
         """(id, raw) of every stored event of ``entity``, in no particular order."""
@@ -104,10 +131,10 @@ class LogRows:
 
     # -- heads -------------------------------------------------------------------
 
-    def heads_with_depth(self, entity: bytes) -> list[tuple[bytes, int]]:
-        """(id, depth) of the heads, deepest first, then by id."""
+    def head_rows(self, entity: bytes) -> list[tuple[bytes, int, str, bytes | None]]:
+        """(id, depth, type, frontier) of the heads, deepest first, then by id."""
         return self.db.execute(
-            "SELECT h.id, e.depth FROM heads h JOIN events e ON e.id = h.id"
+            "SELECT h.id, e.depth, e.type, e.frontier FROM heads h JOIN events e ON e.id = h.id"
             " WHERE h.entity=? ORDER BY e.depth DESC, h.id",
             (entity,),
         ).fetchall()
