@@ -19,7 +19,10 @@ Every run measures each row once, in this order, in one process:
 3. dizzy ingest: the N + 1 events appended in row 2 (raw bytes read back with
    ``Store.raw_events``, untimed) decoded, verified and stored into an empty
    SQLite file by ``ingest_raw`` on a ``Verifier`` pool, B events per
-   transaction: the pipelined path of the daemon.
+   transaction: the pipelined path of the daemon. Then the same for a
+   *shared* entity (the owner grants a writer, who wrote the N events), whose
+   events are judged against its grants and revokes; and single appends by
+   that writer into the shared entity of N events (median ms per append).
 4. The eventsourcing library's SQLite recorder (``SQLiteApplicationRecorder``
    on a file): ``insert_events`` with one ``StoredEvent`` per call (M events),
    also with ``PRAGMA synchronous=NORMAL`` as dizzy uses (eventsourcing's
@@ -69,7 +72,11 @@ from dizzy.peer.store import Store
 from dizzy.protocol import Keypair, parse_entity
 
 AUTHOR = Keypair.from_seed(b"dizzy-bench-ingest-author-seed32")
+WRITER = Keypair.from_seed(b"dizzy-bench-ingest-writer-seed32")
 ENTITY_SEED = b"dizzy-bench-ingest-entity-seed32"
+SHARED_SEED = b"dizzy-bench-ingest-shared-seed32"
+WRITER_APPENDS = 200  # single appends timed by a writer into the shared entity
+WRITER_APPEND_MS = 10.0  # the target: one writer append into a shared entity of N events
 CLOCK = 1_700_000_000_000
 TOPIC = "bench:Reading"
 
@@ -164,6 +171,30 @@ def dizzy_ingest(path: Path, raws: Sequence[bytes], batch: int) -> float:
     return rate
 
 
+def shared_log(path: Path, n: int, batch: int) -> list[bytes]:
+    """The raw bytes of a shared entity: its owner grants WRITER, who appends ``n`` events."""
+    with Store(path) as store:
+        entity = store.create_entity(
+            AUTHOR, "bench", "shared", seed=SHARED_SEED, clock=CLOCK
+        ).entity
+        store.append(
+            AUTHOR, entity, "dizzy.grant", {"agent": WRITER.agent_id, "role": "writer"}, clock=CLOCK
+        )
+        for start in range(0, n, batch):
+            items = [item(k) for k in range(start, min(start + batch, n))]
+            store.append_many(WRITER, entity, items, clock=CLOCK + start)
+        return store.raw_events(store.event_ids([parse_entity(entity)]))
+
+
+def writer_append(path: Path, entity: str, k: int) -> float:
+    """Appends/s of ``Store.append`` by WRITER into the shared entity in ``path``, 1 per call."""
+    with Store(path) as store:
+        started = time.perf_counter()
+        for i in range(k):
+            store.append(WRITER, entity, *item(i), clock=CLOCK + i)
+        return k / (time.perf_counter() - started)
+
+
 # -- 4. eventsourcing ------------------------------------------------------------------------
 
 
@@ -241,6 +272,8 @@ ROWS = [
     Row("append_single", "dizzy append, 1 event per call (Store.append)", "single"),
     Row("append_batched", "dizzy append, batched (Store.append_many)", "events"),
     Row("ingest", "dizzy ingest, batched (ingest_raw: decode + verify + store)", "ingest"),
+    Row("ingest_shared", "... same, a shared entity (a writer's events, judged)", "ingest"),
+    Row("append_writer", "dizzy append by a writer into that shared entity, 1 per call", "writer"),
     Row("es_single", "eventsourcing insert_events, 1 event per call", "single"),
     Row("es_single_normal", "... same, with PRAGMA synchronous=NORMAL as dizzy", "single"),
     Row("es_batched", "eventsourcing insert_events, batched", "events"),
@@ -272,6 +305,13 @@ class Ratio:
 RATIOS = [
     Ratio("ingest_vs_verify", "batched ingest / bare verify (1 thread)", "ingest", "verify1", 0.8),
     Ratio("append_vs_sign", "batched append / bare sign", "append_batched", "sign", 0.4),
+    Ratio(
+        "shared_vs_owner",
+        "ingest of a shared entity / of an owner-only one",
+        "ingest_shared",
+        "ingest",
+        0.8,
+    ),
     Ratio(
         "single_vs_es",
         "dizzy append / eventsourcing, 1 per call",
@@ -330,6 +370,12 @@ def one_run(work: Path, args: argparse.Namespace, size: int, run: int) -> dict[s
     for key, step in steps:
         rates[key] = step()
         log(f"  run {run + 1}: {key} {rates[key]:,.0f}/s")
+    shared = shared_log(work / "shared-source.db", args.events, args.batch)
+    rates["ingest_shared"] = dizzy_ingest(work / "shared.db", shared, args.batch)
+    log(f"  run {run + 1}: ingest_shared {rates['ingest_shared']:,.0f}/s")
+    entity = Store(work / "shared.db").entities()[0].id
+    rates["append_writer"] = writer_append(work / "shared.db", entity, WRITER_APPENDS)
+    log(f"  run {run + 1}: append_writer {1000 / rates['append_writer']:.2f} ms")
     for ratio in RATIOS:
         rates[ratio.key] = rates[ratio.numerator] / rates[ratio.denominator]
     return rates
@@ -387,6 +433,13 @@ def report(results: dict[str, Any]) -> str:
         span = f"{min(values):.2f} - {max(values):.2f}"
         rows.append([r.label, f"{ratio:.2f}", span, r.goal, result])
     out.append(table(["ratio", "median", "range", "target", "result"], rows))
+    ms = [1000 / run["append_writer"] for run in runs]
+    ok = statistics.median(ms) < WRITER_APPEND_MS
+    out.append(
+        f"\nOne append by a writer into a shared entity of {counts['events']:,} events:"
+        f" **{statistics.median(ms):.2f} ms** (range {min(ms):.2f} - {max(ms):.2f};"
+        f" target < {WRITER_APPEND_MS:g} ms: {'PASS' if ok else '**MISS**'})."
+    )
     m = results["machine"]
     out.append(
         f"\nPeak memory (ru_maxrss): {results['peak_rss_kb'] / 1024:,.0f} MB."
@@ -426,6 +479,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "single": args.single,
             "events": args.events,
             "ingest": args.events + 1,
+            "writer": WRITER_APPENDS,
         },
         "medians": {row.key: middle[row.key] for row in ROWS},
         "ratios": {r.key: middle[r.key] for r in RATIOS},

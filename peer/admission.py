@@ -249,11 +249,18 @@ class _Judge:
         revoke among the new events); returns the invalid ones, recorded."""
         chosen = set(entities)
         invalid: set[bytes] = set()
+        # A verdict depends on the author and the frontier alone: most events
+        # of a batch share both.
+        known: dict[tuple[bytes, str, Frontier], tuple[str, str] | None] = {}
         for event in self.accepted:
             entity = self.found[event.id][0]
             if entity not in chosen or event.is_genesis:
                 continue
-            why = self._permissions(entity).why_not(event, self.frontiers[event.id])
+            its_frontier = self.frontiers[event.id]
+            key = (entity, event.author, its_frontier)
+            if key not in known:
+                known[key] = self._permissions(entity).why_not(event, its_frontier)
+            why = known[key]
             if why is not None:
                 self.records.put_verdict(event.id, entity, why, self.now)
                 self.report.rejected.append(Rejection(event.event_id, *why))

@@ -12,6 +12,7 @@ from dizzy.protocol import entity_id, event_id
 __all__ = ["FeedRows"]
 
 _COLUMNS = "position, kind, event, entity, type"
+_ROWS_PER_INSERT = 500
 
 
 class FeedRows:
@@ -25,10 +26,16 @@ class FeedRows:
         with it, so positions have no gaps.
         """
         last = self.last_position()
-        if changes:
-            self.db.executemany(
-                f"INSERT INTO changes ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-                [(last + 1 + i, *c) for i, c in enumerate(changes)],
+        # Many rows per INSERT, as for events (sqlite/log.py says why).
+        per_insert = min(
+            _ROWS_PER_INSERT, self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 5
+        )
+        for start in range(0, len(changes), per_insert):
+            part = changes[start : start + per_insert]
+            self.db.execute(
+                f"INSERT INTO changes ({_COLUMNS}) VALUES "
+                + ",".join(["(?, ?, ?, ?, ?)"] * len(part)),
+                [v for i, c in enumerate(part, last + 1 + start) for v in (i, *c)],
             )
         return last + len(changes)
 
