@@ -15,13 +15,13 @@ import contextlib
 import logging
 import random
 import signal
-import time
 from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
 
 from dizzy.peer.client import TIMEOUT, Client
+from dizzy.peer.clock import now_ms
 from dizzy.peer.local import LocalPeer
 from dizzy.peer.server import make_app
 from dizzy.peer.service import PeerService
@@ -36,10 +36,6 @@ MAX_BACKOFF_S = 3600.0
 # aiohttp closes a connection whose next request head has not fully arrived
 # within its keep-alive timeout: this is the header and idle timeout.
 HEADER_TIMEOUT_S = 15.0
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def log_sync(report: SyncReport) -> None:
@@ -67,7 +63,7 @@ async def sync_and_record(
         peers = {p["url"]: p for p in await service.run(store.peers)}
         failures = peers.get(url, {}).get("failures", 0) + 1
         backoff = min(interval * 2**failures, MAX_BACKOFF_S)
-        next_try = _now_ms() + int(backoff * 1000)
+        next_try = now_ms() + int(backoff * 1000)
         await service.run(lambda: store.record_sync(url, error=error, next_try=next_try))
         log.warning("sync %s failed (%s); next try in %.0fs", url, error, backoff)
         return error
@@ -88,7 +84,7 @@ async def sync_and_record(
 async def gossip_round(
     service: PeerService, session: aiohttp.ClientSession, interval: float
 ) -> None:
-    now = _now_ms()
+    now = now_ms()
     for peer in await service.run(service.peer.store.peers):
         if peer["next_try"] <= now:
             await sync_and_record(service, peer["url"], session, interval)

@@ -2,6 +2,9 @@
 
 No asyncio, sockets, sqlite, files or clocks here: time and randomness are
 passed in by the caller (dizzy.peer), so every rule is testable on its own.
+
+This package's public face: dizzy.peer and dizzy.cli import from here, not from
+the modules below, so the modules can move without touching their callers.
 """
 
 from dizzy.protocol.bundle import encode_file, parse_file, verify_proof
@@ -42,6 +45,8 @@ from dizzy.protocol.event import (
 )
 from dizzy.protocol.ids import (
     agent_id,
+    b32decode,
+    b32encode,
     entity_id,
     event_id,
     parse_agent,
@@ -49,7 +54,28 @@ from dizzy.protocol.ids import (
     parse_event,
 )
 from dizzy.protocol.keys import Keypair
-from dizzy.protocol.permissions import grant_data, revoke_data
+from dizzy.protocol.manifest import (
+    MAX_CHUNK_BYTES,
+    MAX_MANIFEST_BYTES,
+    RESERVED_SUFFIX,
+    FileEntry,
+    Manifest,
+    blob_id,
+    check_blob_id,
+    decode_manifest,
+    safe_path,
+)
+from dizzy.protocol.permissions import (
+    MAX_CUTOFF,
+    PERMISSION_TYPES,
+    ROLE_NAMES,
+    Node,
+    Verdicts,
+    grant_data,
+    judge,
+    revoke_data,
+)
+from dizzy.protocol.reconcile import FRAME_LIMIT, ItemSet, Reconciler
 from dizzy.protocol.verify import (
     PERMISSION_REASONS,
     EntityReport,
@@ -57,16 +83,43 @@ from dizzy.protocol.verify import (
     check_links,
     verify_entity,
 )
+from dizzy.protocol.wire import (
+    MAX_IDS_PER_REQUEST,
+    MAX_PUSH_BYTES,
+    MAX_PUSH_EVENTS,
+    MAX_RECONCILE_BYTES,
+    MAX_SCOPE,
+    decode_depths,
+    decode_events,
+    decode_ids,
+    decode_reconcile,
+    encode_depths,
+    encode_events,
+    encode_ids,
+    encode_reconcile,
+)
 
 __all__ = [
+    "FRAME_LIMIT",
     "GENESIS",
     "GRANT",
+    "MAX_CHUNK_BYTES",
+    "MAX_CUTOFF",
     "MAX_EVENT_BYTES",
+    "MAX_IDS_PER_REQUEST",
+    "MAX_MANIFEST_BYTES",
     "MAX_NESTING",
     "MAX_PARENTS",
+    "MAX_PUSH_BYTES",
+    "MAX_PUSH_EVENTS",
+    "MAX_RECONCILE_BYTES",
     "MAX_SAFE_INTEGER",
+    "MAX_SCOPE",
     "PERMISSION_REASONS",
+    "PERMISSION_TYPES",
+    "RESERVED_SUFFIX",
     "REVOKE",
+    "ROLE_NAMES",
     "BadLinkError",
     "BadSignatureError",
     "ConcurrencyError",
@@ -75,15 +128,20 @@ __all__ = [
     "EquivocationError",
     "Event",
     "EventBody",
+    "FileEntry",
     "ForbiddenError",
     "InvalidIdError",
+    "ItemSet",
     "Keypair",
     "KeystoreError",
     "LocalError",
     "MalformedError",
+    "Manifest",
+    "Node",
     "NonCanonicalError",
     "NotFoundError",
     "OversizeError",
+    "Reconciler",
     "RemoteError",
     "StoreError",
     "TransportError",
@@ -92,19 +150,35 @@ __all__ = [
     "UnsignedEvent",
     "UsageError",
     "Verdict",
+    "Verdicts",
     "agent_id",
+    "b32decode",
+    "b32encode",
+    "blob_id",
+    "check_blob_id",
     "check_links",
+    "decode_depths",
     "decode_event",
+    "decode_events",
+    "decode_ids",
+    "decode_manifest",
+    "decode_reconcile",
+    "encode_depths",
+    "encode_events",
     "encode_file",
+    "encode_ids",
+    "encode_reconcile",
     "entity_id",
     "event_id",
     "genesis_body",
     "grant_data",
+    "judge",
     "parse_agent",
     "parse_entity",
     "parse_event",
     "parse_file",
     "revoke_data",
+    "safe_path",
     "sign_event",
     "verify_entity",
     "verify_proof",
