@@ -8,13 +8,12 @@ import sys
 import unicodedata
 from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.cells import cell_len
-from rich.console import Console, JustifyMethod
-from rich.table import Table
-from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 __all__ = ["Output", "printable", "short", "table", "when"]
 
@@ -77,6 +76,12 @@ def table(
     of the columns to right-align (numbers); with no ``headers``, no header line.
     Headers are bold on a terminal; anywhere else the text is plain.
     """
+    # Imported here: only the commands that print a table pay for rich's import.
+    from rich.cells import cell_len
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     cells = [[printable(str(cell)) for cell in row] for row in rows]
     count = len(headers) or max((len(row) for row in cells), default=0)
     if not count:
