@@ -30,6 +30,8 @@ test: lint typecheck pytest
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	# the layers: protocol imports neither peer nor cli, peer does not import cli
+	$(BIN)/lint-imports --no-logo
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy -p dizzy.protocol -p dizzy.peer -p dizzy.cli
@@ -46,4 +48,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/transfer.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -6,12 +6,15 @@ from typing import Any
 
 import click
 
-from dizzy.cli.main import Output, _when, app, common
+from dizzy.cli.common import common
+from dizzy.cli.output import Output, table, when
 from dizzy.peer import LocalPeer
 from dizzy.protocol import NotFoundError
 
+__all__ = ["grant", "members", "quarantine", "revoke"]
 
-@app.command()
+
+@click.command()
 @click.argument("entity")
 @click.argument("agent")
 @click.option("--role", type=click.Choice(["writer", "admin"]), default="writer", show_default=True)
@@ -32,7 +35,7 @@ def grant(peer: LocalPeer, out: Output, entity: str, agent: str, role: str) -> N
     )
 
 
-@app.command()
+@click.command()
 @click.argument("entity")
 @click.argument("agent")
 @click.option(
@@ -60,7 +63,7 @@ def revoke(peer: LocalPeer, out: Output, entity: str, agent: str, keep: tuple[st
     )
 
 
-@app.command()
+@click.command()
 @click.argument("entity")
 @common
 def members(peer: LocalPeer, out: Output, entity: str) -> None:
@@ -72,20 +75,17 @@ def members(peer: LocalPeer, out: Output, entity: str) -> None:
     """
     found = peer.store.members(entity)
     rows = [{"agent": agent, "role": role} for agent, role in found.items()]
-    out.emit(rows, [f"{r['role']:<8}{r['agent']}" for r in rows])
+    out.emit(rows, table([r["role"], r["agent"]] for r in rows))
 
 
-@app.group()
+@click.group()
 def quarantine() -> None:
     """What this peer rejected or holds as invalid, and why."""
 
 
-def _line(r: dict[str, Any]) -> str:
+def _row(r: dict[str, Any]) -> list[str]:
     where = "stored" if r["stored"] else "refused"
-    return (
-        f"{_when(r['at'])}  {r['id'] or '(undecodable)':<56}  {r['reason']:<18}"
-        f"{where:<8}  from {r['source']}"
-    )
+    return [when(r["at"]), r["id"] or "(undecodable)", r["reason"], where, f"from {r['source']}"]
 
 
 @quarantine.command("list")
@@ -105,7 +105,7 @@ def quarantine_list(peer: LocalPeer, out: Output, entity: str | None) -> None:
     rows = peer.store.quarantine()
     if entity is not None:
         rows = [r for r in rows if r["entity"] == entity]
-    out.emit(rows, [_line(r) for r in rows] if rows else "nothing in quarantine")
+    out.emit(rows, table(map(_row, rows)) if rows else "nothing in quarantine")
 
 
 @quarantine.command("why")
@@ -125,7 +125,7 @@ def quarantine_why(peer: LocalPeer, out: Output, event: str) -> None:
         rows,
         [
             f"{r['id']}: {r['reason']}: {r['detail']}"
-            f" (from {r['source']}, {_when(r['at'])}, {'stored' if r['stored'] else 'refused'})"
+            f" (from {r['source']}, {when(r['at'])}, {'stored' if r['stored'] else 'refused'})"
             for r in rows
         ],
     )

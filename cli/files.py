@@ -8,8 +8,10 @@ from pathlib import Path
 
 import click
 
-from dizzy.cli.main import Output, app, common
-from dizzy.cli.network import _check_url, _sync_all
+# check_url and sync_all under the names the fetch command below calls them by.
+from dizzy.cli.common import check_url as _check_url
+from dizzy.cli.common import common
+from dizzy.cli.output import Output, table
 from dizzy.peer import LocalPeer
 from dizzy.peer.datasets import (
     FetchReport,
@@ -20,7 +22,10 @@ from dizzy.peer.datasets import (
     share,
     versions,
 )
+from dizzy.peer.syncing import sync_all as _sync_all
 from dizzy.protocol import parse_entity
+
+__all__ = ["fetch_cmd", "ls_cmd", "share_cmd", "versions_cmd"]
 
 
 class _Quiet:
@@ -77,7 +82,7 @@ def _bar(length: int, label: str) -> _Quiet:
     return _Bar(length, label) if sys.stderr.isatty() else _Quiet()
 
 
-@app.command("share")
+@click.command("share")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--name", help="Name of the new dataset (default: the file or folder name).")
 @click.option("--entity", help="Add a new version to this dataset instead.")
@@ -105,7 +110,7 @@ def share_cmd(
     )
 
 
-@app.command("versions")
+@click.command("versions")
 @click.argument("entity")
 @common
 def versions_cmd(peer: LocalPeer, out: Output, entity: str) -> None:
@@ -118,15 +123,18 @@ def versions_cmd(peer: LocalPeer, out: Output, entity: str) -> None:
     found = versions(peer, entity)
     out.emit(
         [v.to_json() for v in found],
-        [
-            f"{v.number:>4}  {v.event}  {v.author}  {v.files} files  {v.bytes} B  {v.message}"
-            for v in found
-        ]
+        table(
+            (
+                [v.number, v.event, v.author, f"{v.files} files", f"{v.bytes} B", v.message]
+                for v in found
+            ),
+            right={0, 3, 4},
+        )
         or "no versions",
     )
 
 
-@app.command("ls")
+@click.command("ls")
 @click.argument("entity")
 @click.option("--version", "number", type=int, help="Version number (default: the latest).")
 @common
@@ -140,11 +148,11 @@ def ls_cmd(peer: LocalPeer, out: Output, entity: str, number: int | None) -> Non
     manifest = manifest_of(peer, pick(peer, entity, number))
     out.emit(
         [{"path": f.path, "size": f.size, "mode": f.mode} for f in manifest.files],
-        [f"{f.size:>14}  {f.mode:o}  {f.path}" for f in manifest.files],
+        table(([f.size, f"{f.mode:o}", f.path] for f in manifest.files), right={0}),
     )
 
 
-@app.command("fetch")
+@click.command("fetch")
 @click.argument("entity")
 @click.option("--to", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--version", "number", type=int, help="Version number (default: the latest).")

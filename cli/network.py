@@ -1,37 +1,25 @@
-"""Commands that talk to other peers: the daemon, peers, sync, follow, bundles."""
+"""Commands that talk to other peers: the daemon, the list of peers, sync, follow."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
+from typing import Any
 
-import aiohttp
 import click
 
-from dizzy.cli.main import Output, _when, app, common
+from dizzy.cli.common import check_url, common
+from dizzy.cli.output import Output, table, when
 from dizzy.peer import LocalPeer
-from dizzy.peer.client import TIMEOUT
-from dizzy.peer.daemon import DEFAULT_INTERVAL_S, HEADER_TIMEOUT_S, serve, sync_and_record
-from dizzy.peer.service import PeerService
+from dizzy.peer.daemon import DEFAULT_INTERVAL_S, HEADER_TIMEOUT_S, serve
 from dizzy.peer.sync import SyncReport
-from dizzy.protocol import (
-    PERMISSION_REASONS,
-    UsageError,
-    encode_file,
-    event_id,
-    parse_entity,
-    parse_file,
-)
+from dizzy.peer.syncing import sync_all
+from dizzy.protocol import UsageError, parse_entity
+
+__all__ = ["follow", "peer_group", "sync"]
 
 
-def _check_url(url: str) -> str:
-    if not url.startswith(("http://", "https://")):
-        raise UsageError(f"a peer URL starts with http:// or https://, got {url!r}")
-    return url.rstrip("/")
-
-
-@app.group("peer")
+@click.group("peer")
 def peer_group() -> None:
     """Run the peer daemon and manage the peers it syncs with."""
 
@@ -102,7 +90,7 @@ def peer_add(peer: LocalPeer, out: Output, url: str) -> None:
     Example:
       dizzy peer add http://192.168.1.20:7777
     """
-    added = peer.store.add_peer(_check_url(url))
+    added = peer.store.add_peer(check_url(url))
     out.emit({"url": url, "added": added}, f"{'added' if added else 'already known'}: {url}")
 
 
@@ -135,22 +123,24 @@ def peer_list(peer: LocalPeer, out: Output) -> None:
     standing = {s["source"]: s for s in sources}
     for p in peers:  # what it sent when we pulled from it counts against its URL
         p["standing"] = standing.get(p["url"], {}).get("standing", "ok")
-    lines = [
-        f"{'URL':<36}{'IN':>8}{'OUT':>8}{'REJECTED':>10}{'FAILURES':>10}  STANDING  LAST ERROR"
-    ]
-    for p in peers:
-        lines.append(
-            f"{p['url']:<36}{p['received']:>8}{p['sent']:>8}{p['rejected']:>10}"
-            f"{p['failures']:>10}  {p['standing']:<9} {p['last_error'] or ''}"
-        )
+    headers = ["URL", "IN", "OUT", "REJECTED", "FAILURES", "STANDING", "LAST ERROR"]
+    lines = table(map(_peer_row, peers), headers, right={1, 2, 3, 4})
     if not peers:
         lines = ["no peers yet: dizzy peer add URL"]
     if sources:
         lines.append("sources of invalid input (strikes in the last 10 minutes):")
-        for s in sources:
-            until = f" until {_when(s['until'])}" if s["standing"] != "ok" else ""
-            lines.append(f"  {s['source']:<44}{s['strikes']:>6}  {s['standing']}{until}")
+        lines += table(map(_source_row, sources), right={1}, indent="  ")
     out.emit({"peers": peers, "sources": sources}, lines)
+
+
+def _peer_row(p: dict[str, Any]) -> list[object]:
+    counts = [p["received"], p["sent"], p["rejected"], p["failures"]]
+    return [p["url"], *counts, p["standing"], p["last_error"] or ""]
+
+
+def _source_row(s: dict[str, Any]) -> list[object]:
+    until = f"until {when(s['until'])}" if s["standing"] != "ok" else ""
+    return [s["source"], s["strikes"], s["standing"], until]
 
 
 def _sync_text(report: SyncReport) -> str:
@@ -164,7 +154,7 @@ def _sync_text(report: SyncReport) -> str:
     return text
 
 
-@app.command()
+@click.command()
 @click.argument("url", required=False)
 @common
 def sync(peer: LocalPeer, out: Output, url: str | None) -> None:
@@ -178,38 +168,20 @@ def sync(peer: LocalPeer, out: Output, url: str | None) -> None:
       dizzy sync
       dizzy sync http://192.168.1.20:7777 --json
     """
-    urls = [_check_url(url)] if url else [p["url"] for p in peer.store.peers()]
+    urls = [check_url(url)] if url else [p["url"] for p in peer.store.peers()]
     if not urls:
         raise UsageError("no peers known: give a URL or run 'dizzy peer add URL'")
-    reports, failed = asyncio.run(_sync_all(peer, urls))
-    texts = [_sync_text(r) for r in reports] + [f"{u}: FAILED {why}" for u, why in failed]
+    run = asyncio.run(sync_all(peer, urls))
+    texts = [_sync_text(r) for r in run.synced] + [f"{u}: FAILED {why}" for u, why in run.failed]
     out.emit(
-        {"synced": [r.to_json() for r in reports], "failed": dict(failed)},
+        {"synced": [r.to_json() for r in run.synced], "failed": dict(run.failed)},
         texts,
     )
-    if failed:
+    if run.failed:
         raise SystemExit(1)
 
 
-async def _sync_all(
-    peer: LocalPeer, urls: list[str]
-) -> tuple[list[SyncReport], list[tuple[str, str]]]:
-    service = PeerService(peer)
-    reports, failed = [], []
-    try:
-        async with aiohttp.ClientSession(timeout=TIMEOUT, auto_decompress=False) as session:
-            for url in urls:
-                outcome = await sync_and_record(service, url, session, DEFAULT_INTERVAL_S)
-                if isinstance(outcome, str):
-                    failed.append((url, outcome))
-                else:
-                    reports.append(outcome)
-    finally:
-        service.close()
-    return reports, failed
-
-
-@app.command()
+@click.command()
 @click.argument("entity")
 @common
 def follow(peer: LocalPeer, out: Output, entity: str) -> None:
@@ -224,66 +196,3 @@ def follow(peer: LocalPeer, out: Output, entity: str) -> None:
     out.emit(
         {"entity": entity, "new": new}, f"{'following' if new else 'already following'} {entity}"
     )
-
-
-@app.group()
-def bundle() -> None:
-    """Move events between peers as a file, with no network."""
-
-
-@bundle.command("export")
-@click.argument("entities", nargs=-1)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@common
-def bundle_export(peer: LocalPeer, out: Output, entities: tuple[str, ...], output: Path) -> None:
-    """Write the events of ENTITIES (default: all held) to a bundle file.
-
-    \b
-    Example:
-      dizzy bundle export en_… -o survey.dzb
-    """
-    chosen = list(entities) or [e.id for e in peer.store.entities()]
-    # What a sync would offer (valid and revoked events), with every ancestor
-    # they need: a valid event may name an invalid parent.
-    offered = peer.store.event_ids([parse_entity(e) for e in chosen])
-    events = peer.store.with_ancestors(event_id(k) for k in offered)
-    tmp = output.with_name(f".{output.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.writelines(encode_file("bundle", {"events": len(events)}, events))
-    tmp.replace(output)
-    out.emit(
-        {"file": str(output), "entities": len(chosen), "events": len(events)},
-        f"wrote {len(events)} events of {len(chosen)} entities to {output}",
-    )
-
-
-@bundle.command("import")
-@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@common
-def bundle_import(peer: LocalPeer, out: Output, file: Path) -> None:
-    """Verify and store the events of a bundle file; follow its entities.
-
-    Every event is checked exactly as if it came from the network; importing
-    the same bundle twice changes nothing.
-
-    \b
-    Example:
-      dizzy bundle import survey.dzb
-    """
-    _, items = parse_file(file.read_bytes(), "bundle")
-    raws = [raw for _, raw in items]
-    report = peer.ingest(raws, source=f"bundle:{file.name}")
-    for entity in sorted(report.entities):
-        peer.store.follow(entity)
-    summary = report.to_json()
-    # Intact events without a right are kept, marked (a valid event may need
-    # one as its parent); only broken input makes the import fail.
-    broken = [r for r in report.rejected if r.reason not in PERMISSION_REASONS]
-    out.emit(
-        summary,
-        f"added {summary['added']}, already had {summary['duplicates']},"
-        f" waiting {summary['pending']}, rejected {len(broken)},"
-        f" kept as invalid {len(report.rejected) - len(broken)}",
-    )
-    if broken:
-        raise SystemExit(1)

@@ -36,8 +36,7 @@ from typing import TypeVar
 
 from fastcdc import fastcdc
 
-from dizzy.protocol import MalformedError, StoreError
-from dizzy.protocol.manifest import MAX_CHUNK_BYTES, blob_id, check_blob_id
+from dizzy.protocol import MAX_CHUNK_BYTES, MalformedError, StoreError, blob_id, check_blob_id
 
 __all__ = ["AVG_CHUNK", "MAX_CHUNK", "MIN_CHUNK", "BlobStore"]
 

@@ -1,8 +1,7 @@
-"""The one wall clock of dizzy.peer, in milliseconds since the epoch.
+"""The wall clock, in the unit the log and the protocol use: milliseconds since the epoch.
 
-Events carry the author's clock and the log records when it received each
-event, both in integer milliseconds; everything that reads the time goes
-through ``now_ms`` so tests can replace one function.
+One helper, so every timestamp (event clocks, back-off, throttling) is read the
+same way, and a test has one place to look at.
 """
 
 from __future__ import annotations
@@ -13,4 +12,5 @@ __all__ = ["now_ms"]
 
 
 def now_ms() -> int:
+    """Milliseconds since the Unix epoch, as an int (no float rounding)."""
     return time.time_ns() // 1_000_000

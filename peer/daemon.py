@@ -15,80 +15,30 @@ import contextlib
 import logging
 import random
 import signal
-import time
 from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
 
-from dizzy.peer.client import TIMEOUT, Client
+from dizzy.peer.client import TIMEOUT
+from dizzy.peer.clock import now_ms
 from dizzy.peer.local import LocalPeer
 from dizzy.peer.server import make_app
 from dizzy.peer.service import PeerService
-from dizzy.peer.sync import SyncReport, sync_with
-from dizzy.protocol import DizzyError
+from dizzy.peer.syncing import DEFAULT_INTERVAL_S, MAX_BACKOFF_S, sync_and_record
 
-__all__ = ["DEFAULT_INTERVAL_S", "MAX_BACKOFF_S", "gossip_round", "serve"]
+__all__ = ["DEFAULT_INTERVAL_S", "HEADER_TIMEOUT_S", "MAX_BACKOFF_S", "gossip_round", "serve"]
 
 log = logging.getLogger("dizzy.peer")
-DEFAULT_INTERVAL_S = 30.0
-MAX_BACKOFF_S = 3600.0
 # aiohttp closes a connection whose next request head has not fully arrived
 # within its keep-alive timeout: this is the header and idle timeout.
 HEADER_TIMEOUT_S = 15.0
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def log_sync(report: SyncReport) -> None:
-    log.info(
-        "sync %s: in %d, out %d, rejected %d%s, %d requests, %.2fs",
-        report.url,
-        report.received,
-        report.sent,
-        report.rejected,
-        f" {report.reasons}" if report.reasons else "",
-        report.round_trips,
-        report.seconds,
-    )
-
-
-async def sync_and_record(
-    service: PeerService, url: str, session: aiohttp.ClientSession, interval: float
-) -> SyncReport | str:
-    """Sync with ``url``, record the outcome (and back-off); the report or why it failed."""
-    store = service.peer.store
-    try:
-        report = await sync_with(service, Client(url, session=session, agent=service.agent))
-    except DizzyError as exc:
-        error = str(exc)
-        peers = {p["url"]: p for p in await service.run(store.peers)}
-        failures = peers.get(url, {}).get("failures", 0) + 1
-        backoff = min(interval * 2**failures, MAX_BACKOFF_S)
-        next_try = _now_ms() + int(backoff * 1000)
-        await service.run(lambda: store.record_sync(url, error=error, next_try=next_try))
-        log.warning("sync %s failed (%s); next try in %.0fs", url, error, backoff)
-        return error
-    await service.run(
-        lambda: store.record_sync(
-            url,
-            error=None,
-            next_try=0,
-            sent=report.sent,
-            received=report.received,
-            rejected=report.rejected,
-        )
-    )
-    log_sync(report)
-    return report
-
-
 async def gossip_round(
     service: PeerService, session: aiohttp.ClientSession, interval: float
 ) -> None:
-    now = _now_ms()
+    now = now_ms()
     for peer in await service.run(service.peer.store.peers):
         if peer["next_try"] <= now:
             await sync_and_record(service, peer["url"], session, interval)

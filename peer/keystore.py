@@ -20,8 +20,14 @@ import nacl.secret
 import nacl.utils
 import orjson
 
-from dizzy.protocol import InvalidIdError, Keypair, KeystoreError, parse_agent
-from dizzy.protocol.ids import b32decode, b32encode
+from dizzy.protocol import (
+    InvalidIdError,
+    Keypair,
+    KeystoreError,
+    b32decode,
+    b32encode,
+    parse_agent,
+)
 
 __all__ = ["create_identity", "is_sealed", "load_identity", "read_agent_id"]
 

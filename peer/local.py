@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from dizzy.peer.blobs import BlobStore
+from dizzy.peer.clock import now_ms
 from dizzy.peer.home import Home
 from dizzy.peer.ingest import Verifier, ingest_raw
 from dizzy.peer.keystore import create_identity, is_sealed, load_identity, read_agent_id
 from dizzy.peer.store import IngestReport, Store
 from dizzy.protocol import (
     GRANT,
+    MAX_CUTOFF,
     REVOKE,
     EntityReport,
     Event,
@@ -29,15 +30,10 @@ from dizzy.protocol import (
     revoke_data,
     verify_entity,
 )
-from dizzy.protocol.permissions import MAX_CUTOFF
 
 __all__ = ["LocalPeer"]
 
 PassphraseSource = Callable[[], str | None]
-
-
-def _clock() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class LocalPeer:
@@ -113,7 +109,7 @@ class LocalPeer:
 
     def create_entity(self, kind: str, name: str | None = None) -> Event:
         return self.store.create_entity(
-            self.identity, kind, name, seed=os.urandom(32), clock=_clock()
+            self.identity, kind, name, seed=os.urandom(32), clock=now_ms()
         )
 
     def append(
@@ -126,7 +122,7 @@ class LocalPeer:
     ) -> Event:
         parse_entity(entity)
         return self.store.append(
-            self.identity, entity, type, data, clock=_clock(), expected_heads=expected_heads
+            self.identity, entity, type, data, clock=now_ms(), expected_heads=expected_heads
         )
 
     def grant(self, entity: str, agent: str, role: str) -> Event:

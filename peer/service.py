@@ -11,17 +11,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from dizzy.peer.clock import now_ms
 from dizzy.peer.ingest import Verifier
 from dizzy.peer.local import LocalPeer
 from dizzy.peer.store import IngestReport, Rejection
-from dizzy.protocol import DizzyError, Event, RemoteError, parse_entity
-from dizzy.protocol.reconcile import ItemSet
+from dizzy.protocol import DizzyError, Event, ItemSet, RemoteError, parse_entity
 
 __all__ = ["PeerService"]
 
@@ -45,7 +44,7 @@ class PeerService:
     def standing(self, source: str) -> tuple[str, int]:
         """("ok" | "throttled" | "refused", until in ms) of a source of input."""
         state, until = self._standing.get(source, ("ok", 0))
-        return (state, until) if until > time.time() * 1000 else ("ok", 0)
+        return (state, until) if until > now_ms() else ("ok", 0)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the store thread."""

@@ -24,11 +24,18 @@ from itertools import islice
 from typing import Any
 
 from dizzy.peer.client import Client
+from dizzy.peer.clock import now_ms
 from dizzy.peer.service import PeerService
 from dizzy.peer.store import IngestReport
-from dizzy.protocol import Event, RemoteError, TransportError, parse_entity
-from dizzy.protocol.reconcile import Reconciler
-from dizzy.protocol.wire import MAX_IDS_PER_REQUEST, MAX_SCOPE
+from dizzy.protocol import (
+    MAX_IDS_PER_REQUEST,
+    MAX_SCOPE,
+    Event,
+    Reconciler,
+    RemoteError,
+    TransportError,
+    parse_entity,
+)
 
 __all__ = ["FETCH_BATCH", "SyncReport", "sync_with"]
 
@@ -62,7 +69,7 @@ async def sync_with(service: PeerService, client: Client) -> SyncReport:
     if state == "refused":
         raise TransportError(
             f"{client.url} sent too many invalid events; not syncing with it for"
-            f" {max(1, until // 1000 - int(time.time()))} s"
+            f" {max(1, (until - now_ms()) // 1000)} s"
         )
     extra: list[bytes] = []
     if service.relay:

@@ -41,9 +41,12 @@ from dizzy.protocol.event import GRANT, REVOKE
 __all__ = [
     "ADMIN",
     "GRANT",
+    "MAX_CUTOFF",
     "OWNER",
+    "PERMISSION_TYPES",
     "REVOKE",
     "ROLES",
+    "ROLE_NAMES",
     "WRITER",
     "Node",
     "PermissionState",

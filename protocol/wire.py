@@ -20,6 +20,7 @@ __all__ = [
     "MAX_IDS_PER_REQUEST",
     "MAX_PUSH_BYTES",
     "MAX_PUSH_EVENTS",
+    "MAX_RECONCILE_BYTES",
     "MAX_SCOPE",
     "decode_depths",
     "decode_events",

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 import pytest
+from rich.cells import cell_len
 
 from dizzy.cli.main import app
 from dizzy.peer import LocalPeer
@@ -257,3 +258,95 @@ def test_verify_shows_an_equivocated_entity(home: Path) -> None:
     assert result.returncode == 1 and "EQUIVOCATED" in result.stdout
     [listed] = dizzy_json(home, "entity", "list")
     assert listed["equivocated"] is True
+
+
+# Every command dizzy offers, by group: registering one is a line in cli/main.py,
+# and forgetting it must not go unnoticed.
+COMMANDS = {
+    "": {
+        "append",
+        "bundle",
+        "entity",
+        "fetch",
+        "follow",
+        "grant",
+        "id",
+        "init",
+        "log",
+        "ls",
+        "members",
+        "peer",
+        "proof",
+        "quarantine",
+        "revoke",
+        "share",
+        "show",
+        "sync",
+        "verify",
+        "versions",
+    },
+    "bundle": {"export", "import"},
+    "entity": {"create", "list"},
+    "peer": {"add", "list", "remove", "run"},
+    "quarantine": {"list", "why"},
+}
+
+
+def _listed(help_text: str) -> set[str]:
+    """The command names of the "Commands:" section of a --help text."""
+    section = help_text.split("\nCommands:\n", 1)[1]
+    return {line.split()[0] for line in section.splitlines() if line.startswith("  ")}
+
+
+@pytest.mark.parametrize("group", sorted(COMMANDS))
+def test_help_lists_every_command(group: str) -> None:
+    # The installed entry point (dizzy.cli.main:app), not the module.
+    program = Path(sys.executable).parent / "dizzy"
+    result = subprocess.run(
+        [str(program), *group.split(), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert _listed(result.stdout) == COMMANDS[group]
+
+
+def _column(line: str, text: str) -> int:
+    """Where ``text`` starts in ``line``, in terminal cells (a wide character is two)."""
+    return cell_len(line[: line.index(text)])
+
+
+def test_long_entity_names_keep_the_columns_aligned(home: Path) -> None:
+    names = ["x", "n" * 200, "漢字の名前" * 8, "two\nlines \x1b[31mred"]
+    kinds = ["doc", "a-rather-long-kind-of-entity", "run", "dataset"]
+    made = [
+        dizzy(home, "entity", "create", "--kind", kind, "--name", name).stdout.strip()
+        for kind, name in zip(kinds, names, strict=True)
+    ]
+    agent = dizzy(home, "id").stdout.strip()
+    lines = dizzy(home, "entity", "list").stdout.splitlines()
+    assert len(lines) == 1 + len(made)  # one line per entity: nothing wrapped
+    header, rows = lines[0], lines[1:]
+    # In every row the creator starts under its header, the event count ends under
+    # its header (numbers are right-aligned), and so does the time of the last change
+    # (the only "  20" of a row: ids hold no 0).
+    for row in rows:
+        assert _column(row, agent[:11]) == _column(header, "CREATOR"), lines
+        events_end = _column(header, "EVENTS") + len("EVENTS")
+        assert _column(row, "  20") == events_end, lines
+        assert _column(row, "  20") + 2 == _column(header, "LAST CHANGE"), lines
+    # Names are shown whole, control characters as escapes that cannot reach the terminal.
+    assert all(any(name in row for row in rows) for name in names[:3])
+    assert any("two\\nlines \\x1b[31mred" in row for row in rows)
+    assert "\x1b" not in "".join(lines)
+
+
+def test_tables_right_align_numbers_and_never_wrap() -> None:
+    from dizzy.cli.output import table
+
+    lines = table([["a", 1, "漢字"], ["b" * 300, 12345, "x"]], ["NAME", "N", "NOTE"], right={1})
+    assert lines == [
+        "NAME" + " " * 296 + "      N  NOTE",
+        "a" + " " * 299 + "      1  漢字",
+        "b" * 300 + "  12345  x",
+    ]
+    assert table([["role", "ag_1"]], indent="  ") == ["  role  ag_1"]
+    assert table([]) == []

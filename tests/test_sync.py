@@ -3,6 +3,7 @@ gossiping over loopback HTTP; the `dizzy` command run as a process next to them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import time
@@ -25,6 +26,7 @@ from daemons import (
 from helpers import assert_consistent
 
 from dizzy.peer import LocalPeer
+from dizzy.peer.syncing import sync_all
 
 pytestmark = pytest.mark.slow
 CONVERGE_S = 30.0
@@ -226,6 +228,35 @@ def test_cli_sync_while_the_daemon_writes_the_same_home(tmp_path: Path, daemons:
     assert synced["reasons"] == {}
     assert synced["round_trips"] >= 1 and synced["bytes_received"] > 0
     assert isinstance(synced["seconds"], float)
+
+
+def test_sync_all_pulls_from_each_peer_and_records_the_failures(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    """The peer API under `dizzy sync`: one peer down does not stop the others."""
+    a, b = make_home(tmp_path / "a"), make_home(tmp_path / "b")
+    with LocalPeer.open(a) as peer:
+        entity = peer.create_entity("doc", "pulled").entity
+        for n in range(3):
+            peer.append(entity, "note", {"n": n})
+    da = daemons.start(a)
+    gone = daemons.start(make_home(tmp_path / "gone"))
+    down = gone.url
+    gone.stop()
+
+    before = int(time.time() * 1000)
+    with LocalPeer.open(b) as peer:
+        peer.store.follow(entity)
+        peer.store.add_peer(down)
+        run = asyncio.run(sync_all(peer, [down, da.url]))
+    [(url, why)] = run.failed
+    assert url == down and down in why
+    [report] = run.synced
+    assert (report.url, report.received, report.sent, report.rejected) == (da.url, 4, 0, 0)
+    assert log_ids(b, entity) == log_ids(a, entity)
+    row = peer_rows(b)[down]  # the failure is in the log, with its back-off
+    assert row["failures"] == 1 and down in row["last_error"] and row["next_try"] > before
+    assert list(peer_rows(b)) == [down]  # a URL synced with is not added to the peers
 
 
 def test_sync_with_an_unreachable_peer_fails_cleanly(tmp_path: Path, daemons: Daemons) -> None:

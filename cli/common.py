@@ -1,0 +1,87 @@
+"""What every command module shares: the error handling, --home/--json, argument checks."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from dizzy.cli.output import Output
+from dizzy.peer import LocalPeer
+from dizzy.protocol import DizzyError, UsageError
+
+__all__ = ["MAX_DATA_FILE", "DizzyGroup", "check_url", "common", "read_data"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MAX_DATA_FILE = 1 << 20
+
+
+class DizzyGroup(click.Group):
+    """Turns every DizzyError into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DizzyError as exc:
+            click.echo(f"dizzy: error: {exc}", err=True)
+            ctx.exit(1)
+        except OSError as exc:
+            name = f" {exc.filename}" if exc.filename else ""
+            click.echo(f"dizzy: error:{name}: {exc.strerror or exc}", err=True)
+            ctx.exit(1)
+
+
+def common(func: F) -> F:
+    """Add --home and --json to a command and hand it an open LocalPeer."""
+
+    @click.option(
+        "--home",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="DIZZY_HOME",
+        help="Peer home folder (default: $DIZZY_HOME or the per-user data folder).",
+    )
+    @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+    @functools.wraps(func)
+    def wrapper(home: Path | None, as_json: bool, **kwargs: Any) -> Any:
+        with LocalPeer.open(home, passphrase=_ask_passphrase) as peer:
+            return func(peer, Output(as_json), **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _ask_passphrase() -> str:
+    return str(click.prompt("Passphrase for the agent key", hide_input=True, err=True))
+
+
+def check_url(url: str) -> str:
+    """A peer URL as the log keeps it (no trailing slash); UsageError if not http(s)."""
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(f"a peer URL starts with http:// or https://, got {url!r}")
+    return url.rstrip("/")
+
+
+def read_data(value: str) -> dict[str, Any]:
+    """The --data of an event: a JSON object given inline, as @FILE, or as - (stdin)."""
+    if value == "-":
+        text = sys.stdin.read(MAX_DATA_FILE + 1)
+    elif value.startswith("@"):
+        path = Path(value[1:])
+        with path.open("rb") as handle:
+            text = handle.read(MAX_DATA_FILE + 1).decode("utf-8", errors="strict")
+    else:
+        text = value
+    if len(text) > MAX_DATA_FILE:
+        raise UsageError(f"--data is over {MAX_DATA_FILE} bytes")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise UsageError(f"--data is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError('--data must be a JSON object, e.g. \'{"text": "hello"}\'')
+    return data

@@ -1,0 +1,109 @@
+"""How commands print: text or JSON, times, short ids, and aligned tables."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import unicodedata
+from collections.abc import Collection, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
+
+__all__ = ["Output", "printable", "short", "table", "when"]
+
+# Bidirectional overrides and isolates reorder what follows them on screen: a name
+# holding one could make a row show other columns than it has.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+class Output:
+    """Human text by default, JSON with --json."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.json = as_json
+
+    def emit(self, data: Any, text: str | Iterable[str]) -> None:
+        if self.json:
+            click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        else:
+            click.echo(text if isinstance(text, str) else "\n".join(text))
+
+
+def when(ms: int) -> str:
+    """A time in the log (ms since the epoch) as UTC, to the second."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def short(ident: str) -> str:
+    """The start of an id, enough to tell ids apart on screen."""
+    return ident[:11] + "…"
+
+
+def printable(value: str) -> str:
+    """``value`` with the characters that would move the cursor shown as escapes.
+
+    Names, types, URLs and paths come from other peers: a newline, an escape
+    sequence or a bidi override in one must not break a row or reach the terminal.
+    """
+    if value.isprintable():
+        return value
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if char in _BIDI_CONTROLS or unicodedata.category(char) in ("Cc", "Zl", "Zp")
+        else char
+        for char in value
+    )
+
+
+def table(
+    rows: Iterable[Sequence[object]],
+    headers: Sequence[str] = (),
+    *,
+    right: Collection[int] = (),
+    indent: str = "",
+) -> list[str]:
+    """``rows`` as aligned columns, two spaces apart, one line per row.
+
+    Each column is as wide as its widest cell (measured in terminal cells, so
+    wide characters count double) and no cell is cut or wrapped: a line of the
+    output is a row, whole, for a reader and for grep. ``right`` are the indexes
+    of the columns to right-align (numbers); with no ``headers``, no header line.
+    Headers are bold on a terminal; anywhere else the text is plain.
+    """
+    # Imported here: only the commands that print a table pay for rich's import.
+    from rich.cells import cell_len
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    cells = [[printable(str(cell)) for cell in row] for row in rows]
+    count = len(headers) or max((len(row) for row in cells), default=0)
+    if not count:
+        return []
+    grid = Table(box=None, pad_edge=False, show_header=bool(headers), show_edge=False)
+    for index in range(count):
+        header = headers[index] if headers else ""
+        justify: JustifyMethod = "right" if index in right else "left"
+        grid.add_column(header, justify=justify, no_wrap=True, overflow="fold")
+    for row in cells:
+        grid.add_row(*(Text(cell) for cell in row))
+    widths = [
+        max((cell_len(row[i]) for row in [list(headers), *cells] if i < len(row)), default=0)
+        for i in range(count)
+    ]
+    buffer = io.StringIO()
+    Console(
+        file=buffer,
+        width=sum(widths) + 2 * count + 1,  # room for every cell whole: never wrap
+        force_terminal=sys.stdout.isatty(),
+        highlight=False,
+        markup=False,
+        emoji=False,
+    ).print(grid)
+    return [indent + line.rstrip() for line in buffer.getvalue().splitlines()]

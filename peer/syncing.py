@@ -1,0 +1,109 @@
+"""Sync with peers now and record how it went: `dizzy sync` and the daemon's gossip.
+
+``sync_with`` (sync.py) is one sync; this module wraps it with what both callers
+need around it: the service and HTTP session it runs in, and the outcome written
+to the log (counts, last error, back-off), so the daemon and one-off commands on
+the same home agree on when a failing peer is tried again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from dizzy.peer.client import TIMEOUT, Client
+from dizzy.peer.clock import now_ms
+from dizzy.peer.local import LocalPeer
+from dizzy.peer.service import PeerService
+from dizzy.peer.sync import SyncReport, sync_with
+from dizzy.protocol import DizzyError
+
+__all__ = [
+    "DEFAULT_INTERVAL_S",
+    "MAX_BACKOFF_S",
+    "SyncRun",
+    "log_sync",
+    "sync_all",
+    "sync_and_record",
+]
+
+log = logging.getLogger("dizzy.peer")
+DEFAULT_INTERVAL_S = 30.0
+MAX_BACKOFF_S = 3600.0
+
+
+@dataclass(slots=True)
+class SyncRun:
+    """The outcome of syncing with several peers: a report each, or why it failed."""
+
+    synced: list[SyncReport] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (url, error)
+
+
+def log_sync(report: SyncReport) -> None:
+    log.info(
+        "sync %s: in %d, out %d, rejected %d%s, %d requests, %.2fs",
+        report.url,
+        report.received,
+        report.sent,
+        report.rejected,
+        f" {report.reasons}" if report.reasons else "",
+        report.round_trips,
+        report.seconds,
+    )
+
+
+async def sync_and_record(
+    service: PeerService, url: str, session: aiohttp.ClientSession, interval: float
+) -> SyncReport | str:
+    """Sync with ``url``, record the outcome (and back-off); the report or why it failed."""
+    store = service.peer.store
+    try:
+        report = await sync_with(service, Client(url, session=session, agent=service.agent))
+    except DizzyError as exc:
+        error = str(exc)
+        peers = {p["url"]: p for p in await service.run(store.peers)}
+        failures = peers.get(url, {}).get("failures", 0) + 1
+        backoff = min(interval * 2**failures, MAX_BACKOFF_S)
+        next_try = now_ms() + int(backoff * 1000)
+        await service.run(lambda: store.record_sync(url, error=error, next_try=next_try))
+        log.warning("sync %s failed (%s); next try in %.0fs", url, error, backoff)
+        return error
+    await service.run(
+        lambda: store.record_sync(
+            url,
+            error=None,
+            next_try=0,
+            sent=report.sent,
+            received=report.received,
+            rejected=report.rejected,
+        )
+    )
+    log_sync(report)
+    return report
+
+
+async def sync_all(
+    peer: LocalPeer, urls: Sequence[str], *, interval: float = DEFAULT_INTERVAL_S
+) -> SyncRun:
+    """Sync ``peer`` with each of ``urls`` in turn, now, whatever their back-off.
+
+    A failure is recorded (its back-off grows from ``interval``) and the next URL
+    is tried: one peer down does not stop the others.
+    """
+    run = SyncRun()
+    service = PeerService(peer)
+    try:
+        async with aiohttp.ClientSession(timeout=TIMEOUT, auto_decompress=False) as session:
+            for url in urls:
+                outcome = await sync_and_record(service, url, session, interval)
+                if isinstance(outcome, str):
+                    run.failed.append((url, outcome))
+                else:
+                    run.synced.append(outcome)
+    finally:
+        service.close()
+    return run
