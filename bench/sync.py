@@ -38,7 +38,7 @@ from _table import log, medians
 
 import dizzy.peer.ingest as ingest_module
 from dizzy.peer.client import Client
-from dizzy.peer.ingest import _decode_slice
+from dizzy.peer.ingest import decode_slice
 from dizzy.peer.local import LocalPeer
 from dizzy.peer.service import PeerService
 from dizzy.peer.store import IngestReport, Store
@@ -178,10 +178,10 @@ class CountingClient(Client):
 _verify_cpu: list[float] = []
 
 
-def _timed_decode_slice(raws: Sequence[bytes]) -> list[Event | RemoteError]:
+def _timeddecode_slice(raws: Sequence[bytes]) -> list[Event | RemoteError]:
     started = time.thread_time()
     try:
-        return _decode_slice(raws)
+        return decode_slice(raws)
     finally:
         _verify_cpu.append(time.thread_time() - started)
 
@@ -206,7 +206,7 @@ class TimedService(PeerService):
 
 async def _worker(home: Path, url: str) -> dict[str, Any]:
     # The pool looks the function up at each submit: this times every slice verified.
-    ingest_module._decode_slice = _timed_decode_slice
+    ingest_module.decode_slice = _timeddecode_slice
     peer = LocalPeer.open(home)
     service = TimedService(peer)
     client = CountingClient(url)

@@ -30,6 +30,7 @@ from dizzy.peer.verdicts import (
 )
 from dizzy.protocol import (
     MAX_EVENT_BYTES,
+    PERMISSION_TYPES,
     Event,
     RemoteError,
     agent_id,
@@ -39,7 +40,6 @@ from dizzy.protocol import (
     parse_entity,
     parse_event,
 )
-from dizzy.protocol.permissions import PERMISSION_TYPES
 
 __all__ = ["MAX_PENDING", "PENDING_TTL_MS", "admit"]
 

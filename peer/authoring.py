@@ -22,6 +22,7 @@ from dizzy.peer.verdicts import (
 )
 from dizzy.protocol import (
     MAX_PARENTS,
+    PERMISSION_TYPES,
     ConcurrencyError,
     Event,
     EventBody,
@@ -38,7 +39,6 @@ from dizzy.protocol import (
     parse_event,
     sign_event,
 )
-from dizzy.protocol.permissions import PERMISSION_TYPES
 
 __all__ = ["Author", "Signer"]
 

@@ -16,7 +16,7 @@ from itertools import islice
 from dizzy.peer.store import IngestReport, Store
 from dizzy.protocol import Event, RemoteError, decode_event
 
-__all__ = ["BATCH", "Verifier", "ingest_raw"]
+__all__ = ["BATCH", "Verifier", "decode_slice", "ingest_raw"]
 
 BATCH = 2000
 
@@ -41,14 +41,15 @@ class Verifier:
         """Start verifying ``raws``; one future per slice, in order."""
         size = -(-len(raws) // self.workers) or 1
         return [
-            self._pool.submit(_decode_slice, raws[i : i + size]) for i in range(0, len(raws), size)
+            self._pool.submit(decode_slice, raws[i : i + size]) for i in range(0, len(raws), size)
         ]
 
     def decode_many(self, raws: Sequence[bytes]) -> list[Event | RemoteError]:
         return [r for f in self.submit(raws) for r in f.result()]
 
 
-def _decode_slice(raws: Sequence[bytes]) -> list[Event | RemoteError]:
+def decode_slice(raws: Sequence[bytes]) -> list[Event | RemoteError]:
+    """Decode and verify each of ``raws``: an Event, or the RemoteError saying why not."""
     out: list[Event | RemoteError] = []
     for raw in raws:
         try:

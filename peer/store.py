@@ -33,6 +33,7 @@ from dizzy.peer.sqlite import SQLiteRecords
 from dizzy.peer.transaction import Transaction
 from dizzy.peer.verdicts import entity_verdicts
 from dizzy.protocol import (
+    ROLE_NAMES,
     Event,
     Keypair,
     NotFoundError,
@@ -43,7 +44,6 @@ from dizzy.protocol import (
     parse_entity,
     parse_event,
 )
-from dizzy.protocol.permissions import ROLE_NAMES
 
 __all__ = [
     "MAX_PENDING",

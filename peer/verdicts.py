@@ -26,15 +26,18 @@ from dataclasses import dataclass, field
 import orjson
 
 from dizzy.peer.records import Records
-from dizzy.protocol import Event, agent_id, event_id, parse_event
-from dizzy.protocol.permissions import (
+from dizzy.protocol import (
     PERMISSION_TYPES,
+    Event,
     Node,
     PermissionState,
     Verdicts,
+    agent_id,
     closure,
+    event_id,
     frontier,
     judge,
+    parse_event,
 )
 
 __all__ = [
