@@ -79,8 +79,10 @@ def _sign(messages: Sequence[bytes], author: Keypair) -> list[bytes]:
 class Author:
     """Creates entities and appends events inside one transaction of ``records``."""
 
-    def __init__(self, records: Records, signer: Signer, now: int) -> None:
-        self.records, self.signer, self.now = records, signer, now
+    def __init__(
+        self, records: Records, signer: Signer, creators: dict[bytes, str], now: int
+    ) -> None:
+        self.records, self.signer, self.creators, self.now = records, signer, creators, now
 
     def create_entity(
         self, creator: Keypair, kind: str, name: str | None, *, seed: bytes, clock: int
@@ -116,12 +118,16 @@ class Author:
         key = parse_entity(entity)
         items = list(items)
         records = self.records
-        row = records.entity_row(key)
-        if row is None:
-            raise NotFoundError(f"no entity {entity} in this store")
-        creator = agent_id(row[1])
-        if not row[3]:  # shared before frontiers were kept: once, in full
-            fill_frontiers(records, key)
+        creator = self.creators.get(key)
+        if creator is None:
+            row = records.entity_row(key)
+            if row is None:
+                raise NotFoundError(f"no entity {entity} in this store")
+            creator = agent_id(row[1])
+            if row[3]:  # an entity's creator never changes; cached once frontiers are in
+                self.creators[key] = creator
+            else:  # shared before frontiers were kept: once, in full
+                fill_frontiers(records, key)
         author_id = author.agent_id  # base32 of the key: once, not once per event
         # The creator's own events of other types are always valid: no judging.
         shared = any(is_shared_write(creator, author_id, t) for t, _ in items)

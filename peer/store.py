@@ -73,6 +73,7 @@ class Store:
         self._now = now
         self.records: Records = records if records is not None else SQLiteRecords(self.path)
         self._signer = Signer()
+        self._creators: dict[bytes, str] = {}  # entity -> creator: it never changes
         self._subscribers: list[Subscriber] = []
 
     def close(self) -> None:
@@ -91,7 +92,7 @@ class Store:
     def transaction(self) -> Iterator[Transaction]:
         """``with store.transaction() as tx:`` one unit of work (see Transaction)."""
         with self.records.transaction() as connection:
-            tx = Transaction(self.records, connection, self._signer, self._now())
+            tx = Transaction(self.records, connection, self._signer, self._creators, self._now())
             yield tx
         if tx.position is not None:
             for callback in list(self._subscribers):

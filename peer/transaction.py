@@ -33,13 +33,14 @@ class Transaction:
         records: Records,
         connection: Any,
         signer: Signer,
+        creators: dict[bytes, str],
         now: int,
     ) -> None:
         self.records = records
         self.connection = connection  # the backend's, for components' own writes
         self.now = now
         self.position: int | None = None  # the feed's last position, once written
-        self._author = Author(records, signer, now)
+        self._author = Author(records, signer, creators, now)
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
         """Run a component's own statement in this unit of work."""

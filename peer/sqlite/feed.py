@@ -21,23 +21,27 @@ class FeedRows:
     def append_changes(self, changes: Sequence[tuple[ChangeKind, bytes, bytes, str]]) -> int:
         """Append (kind, event, entity, type) changes; returns the last position.
 
-        Called inside a write transaction: the write lock makes max + 1 the
-        next position, and a transaction that rolls back takes its positions
-        with it, so positions have no gaps.
+        Called inside a write transaction. SQLite numbers the rows of an
+        INTEGER PRIMARY KEY max + 1 (no AUTOINCREMENT): under the write lock
+        that is the next position, and a transaction that rolls back takes
+        its positions with it, so positions have no gaps.
         """
-        last = self.last_position()
+        if not changes:
+            return self.last_position()
         # Many rows per INSERT, as for events (sqlite/log.py says why).
         per_insert = min(
-            _ROWS_PER_INSERT, self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 5
+            _ROWS_PER_INSERT, self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 4
         )
+        last = 0
         for start in range(0, len(changes), per_insert):
             part = changes[start : start + per_insert]
-            self.db.execute(
-                f"INSERT INTO changes ({_COLUMNS}) VALUES "
-                + ",".join(["(?, ?, ?, ?, ?)"] * len(part)),
-                [v for i, c in enumerate(part, last + 1 + start) for v in (i, *c)],
+            cursor = self.db.execute(
+                "INSERT INTO changes (kind, event, entity, type) VALUES "
+                + ",".join(["(?, ?, ?, ?)"] * len(part)),
+                [v for c in part for v in c],
             )
-        return last + len(changes)
+            last = cursor.lastrowid or 0
+        return last
 
     def last_position(self) -> int:
         return int(self.db.execute("SELECT coalesce(max(position), 0) FROM changes").fetchone()[0])
