@@ -6,12 +6,11 @@ import asyncio
 import logging
 from pathlib import Path
 
-import aiohttp
 import click
 
 from dizzy.cli.main import Output, _when, app, common
 from dizzy.peer import LocalPeer
-from dizzy.peer.client import TIMEOUT
+from dizzy.peer.client import ClientPool
 from dizzy.peer.daemon import DEFAULT_INTERVAL_S, HEADER_TIMEOUT_S, serve, sync_and_record
 from dizzy.peer.service import PeerService
 from dizzy.peer.sync import SyncReport
@@ -197,9 +196,9 @@ async def _sync_all(
     service = PeerService(peer)
     reports, failed = [], []
     try:
-        async with aiohttp.ClientSession(timeout=TIMEOUT, auto_decompress=False) as session:
+        async with ClientPool() as pool:
             for url in urls:
-                outcome = await sync_and_record(service, url, session, DEFAULT_INTERVAL_S)
+                outcome = await sync_and_record(service, url, pool, DEFAULT_INTERVAL_S)
                 if isinstance(outcome, str):
                     failed.append((url, outcome))
                 else:

@@ -18,10 +18,9 @@ import signal
 import time
 from collections.abc import Callable
 
-import aiohttp
 from aiohttp import web
 
-from dizzy.peer.client import TIMEOUT, Client
+from dizzy.peer.client import ClientPool
 from dizzy.peer.local import LocalPeer
 from dizzy.peer.server import make_app
 from dizzy.peer.service import PeerService
@@ -56,12 +55,12 @@ def log_sync(report: SyncReport) -> None:
 
 
 async def sync_and_record(
-    service: PeerService, url: str, session: aiohttp.ClientSession, interval: float
+    service: PeerService, url: str, pool: ClientPool, interval: float
 ) -> SyncReport | str:
     """Sync with ``url``, record the outcome (and back-off); the report or why it failed."""
     store = service.peer.store
     try:
-        report = await sync_with(service, Client(url, session=session, agent=service.agent))
+        report = await sync_with(service, pool.client(url, agent=service.agent))
     except DizzyError as exc:
         error = str(exc)
         peers = {p["url"]: p for p in await service.run(store.peers)}
@@ -85,13 +84,11 @@ async def sync_and_record(
     return report
 
 
-async def gossip_round(
-    service: PeerService, session: aiohttp.ClientSession, interval: float
-) -> None:
+async def gossip_round(service: PeerService, pool: ClientPool, interval: float) -> None:
     now = _now_ms()
     for peer in await service.run(service.peer.store.peers):
         if peer["next_try"] <= now:
-            await sync_and_record(service, peer["url"], session, interval)
+            await sync_and_record(service, peer["url"], pool, interval)
 
 
 async def serve(
@@ -127,9 +124,9 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
 
     async def gossip() -> None:
-        async with aiohttp.ClientSession(timeout=TIMEOUT, auto_decompress=False) as session:
+        async with ClientPool() as pool:
             while not stop.is_set():
-                await gossip_round(service, session, interval)
+                await gossip_round(service, pool, interval)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval * random.uniform(0.75, 1.25))
 

@@ -7,6 +7,7 @@ passed in by the caller (dizzy.peer), so every rule is testable on its own.
 from dizzy.protocol.bundle import encode_file, parse_file, verify_proof
 from dizzy.protocol.canonical import MAX_NESTING, MAX_SAFE_INTEGER
 from dizzy.protocol.errors import (
+    AnswerLimitError,
     BadLinkError,
     BadSignatureError,
     ConcurrencyError,
@@ -67,6 +68,7 @@ __all__ = [
     "MAX_SAFE_INTEGER",
     "PERMISSION_REASONS",
     "REVOKE",
+    "AnswerLimitError",
     "BadLinkError",
     "BadSignatureError",
     "ConcurrencyError",
