@@ -184,6 +184,9 @@ class Client:
                 if answer.status != (206 if first else 200):
                     reason = await _reason(answer)
                     raise TransportError(f"{where}: HTTP {answer.status} {reason}".rstrip())
+                given = answer.headers.get("Content-Range", "")
+                if first and not given.startswith(f"bytes {first}-"):
+                    raise TransportError(f"{where}: asked from byte {first}, sent {given!r}")
                 announced = answer.content_length
                 if exact is not None and announced is not None and announced != exact:
                     raise TransportError(
