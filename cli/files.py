@@ -185,14 +185,10 @@ def fetch_cmd(
         peer.store.follow(entity)
         asyncio.run(_sync_all(peer, peers))
     version = pick(peer, entity, number)
-    report = FetchReport()
-    try:
-        manifest = asyncio.run(fetch_manifest(peer, version, peers, report))
-        with _bar(manifest.size, "fetching") as bar:
-            asyncio.run(fetch_tree(peer, manifest, dest, peers, bar.update, report))
-    finally:
-        for url, count in report.bad_from.items():
-            peer.store.strike(url, count)
+    report = FetchReport()  # wrong answers are recorded as strikes by the fetch itself
+    manifest = asyncio.run(fetch_manifest(peer, version, peers, report))
+    with _bar(manifest.size, "fetching") as bar:
+        asyncio.run(fetch_tree(peer, manifest, dest, peers, bar.update, report))
     info = peer.store.entity(entity)
     creator = info.creator if info else ""
     by = "its creator" if version.author == creator else f"a writer; created by {creator}"

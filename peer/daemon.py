@@ -17,10 +17,9 @@ import random
 import signal
 from collections.abc import Callable
 
-import aiohttp
 from aiohttp import web
 
-from dizzy.peer.client import TIMEOUT
+from dizzy.peer.client import ClientPool
 from dizzy.peer.clock import now_ms
 from dizzy.peer.local import LocalPeer
 from dizzy.peer.server import make_app
@@ -35,13 +34,11 @@ log = logging.getLogger("dizzy.peer")
 HEADER_TIMEOUT_S = 15.0
 
 
-async def gossip_round(
-    service: PeerService, session: aiohttp.ClientSession, interval: float
-) -> None:
+async def gossip_round(service: PeerService, pool: ClientPool, interval: float) -> None:
     now = now_ms()
     for peer in await service.run(service.peer.store.peers):
         if peer["next_try"] <= now:
-            await sync_and_record(service, peer["url"], session, interval)
+            await sync_and_record(service, peer["url"], pool, interval)
 
 
 async def serve(
@@ -77,9 +74,9 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
 
     async def gossip() -> None:
-        async with aiohttp.ClientSession(timeout=TIMEOUT, auto_decompress=False) as session:
+        async with ClientPool() as pool:
             while not stop.is_set():
-                await gossip_round(service, session, interval)
+                await gossip_round(service, pool, interval)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval * random.uniform(0.75, 1.25))
 

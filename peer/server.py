@@ -5,27 +5,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from dizzy.peer.client import AGENT_HEADER
 from dizzy.peer.service import PeerService
-from dizzy.protocol import MAX_EVENT_BYTES, OversizeError, RemoteError, entity_id, parse_agent
-from dizzy.protocol.reconcile import FRAME_LIMIT, Reconciler
-from dizzy.protocol.wire import (
+from dizzy.protocol import (
+    FRAME_LIMIT,
+    MAX_EVENT_BYTES,
     MAX_IDS_PER_REQUEST,
     MAX_PUSH_BYTES,
     MAX_PUSH_EVENTS,
     MAX_RECONCILE_BYTES,
     MAX_SCOPE,
+    OversizeError,
+    Reconciler,
+    RemoteError,
     decode_events,
     decode_ids,
     decode_reconcile,
     encode_depths,
     encode_events,
+    entity_id,
+    parse_agent,
 )
 
 __all__ = ["make_app"]
@@ -36,8 +42,31 @@ log = logging.getLogger("dizzy.peer")
 BODY_TIMEOUT_S = 120.0
 THROTTLE_DELAY_S = 2.0  # added to every request of a throttled source
 SERVICE = web.AppKey("service", PeerService)
+BODY_TIMEOUT = web.AppKey("body_timeout", float)
 _OCTETS = {"Content-Type": "application/octet-stream"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# The reason code of an error aiohttp raises itself (an unknown path, a body
+# too slow), for the JSON every error answer carries.
+_REASONS = {
+    400: "malformed",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "timeout",
+    413: "oversize",
+    415: "unsupported_encoding",
+    416: "bad_range",
+    429: "refused",
+}
+# Headers that would have aiohttp's FileResponse answer in its own way
+# (a 304, a 412, a range of its own reading) instead of with the whole blob.
+_CONDITIONS = (
+    hdrs.RANGE,
+    hdrs.IF_MATCH,
+    hdrs.IF_NONE_MATCH,
+    hdrs.IF_MODIFIED_SINCE,
+    hdrs.IF_UNMODIFIED_SINCE,
+    hdrs.IF_RANGE,
+)
 
 
 def _error(status: int, reason: str, detail: str) -> web.Response:
@@ -46,7 +75,8 @@ def _error(status: int, reason: str, detail: str) -> web.Response:
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bad input gets a status and a reason; the server keeps serving."""
+    """Every error answer is JSON with a reason (docs/protocol.md#http-api);
+    the server keeps serving."""
     encoding = request.headers.get("Content-Encoding", "identity").lower()
     if encoding != "identity":
         # Refusing compressed bodies outright means no decompression bomb can
@@ -58,8 +88,13 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(413, exc.reason, str(exc))
     except RemoteError as exc:
         return _error(400, exc.reason, str(exc))
-    except web.HTTPRequestEntityTooLarge as exc:
-        return _error(413, "oversize", exc.text or "request body too large")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, _REASONS.get(exc.status, "error"), exc.text or exc.reason)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return _error(500, "internal", "the peer failed to answer; see its log")
 
 
 async def _body(request: web.Request, limit: int) -> bytes:
@@ -69,7 +104,7 @@ async def _body(request: web.Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        async with asyncio.timeout(BODY_TIMEOUT_S):
+        async with asyncio.timeout(request.app[BODY_TIMEOUT]):
             while size <= limit:
                 chunk = await request.content.read(limit + 1 - size)
                 if not chunk:
@@ -196,26 +231,58 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     store = request.app[SERVICE].peer.blobs
     digest = request.match_info["blob"]
     if store.has(digest):
-        return web.FileResponse(store.path(digest), headers=_OCTETS)
-    data = await asyncio.to_thread(store.local, digest)
-    if data is None:
-        return _error(404, "not_found", "no such blob here")
+        path = store.path(digest)
+        if not any(name in request.headers for name in _CONDITIONS):
+            return web.FileResponse(path, headers=_OCTETS)  # what dizzy asks: sendfile
+        data = await asyncio.to_thread(path.read_bytes)  # at most a manifest's 32 MiB
+    else:
+        found = await asyncio.to_thread(store.local, digest)
+        if found is None:
+            return _error(404, "not_found", "no such blob here")
+        data = found
+    wanted = request.headers.get(hdrs.RANGE)
     try:
-        wanted = request.http_range
+        span = _span(wanted, len(data))
     except ValueError:
-        wanted = slice(0, 0)  # a malformed Range: answered as unsatisfiable
-    if wanted.start is None and wanted.stop is None:
+        answer = _error(416, "bad_range", f"{wanted!r} is not a range of this blob's bytes")
+        answer.headers["Content-Range"] = f"bytes */{len(data)}"
+        return answer
+    if span is None:
         return web.Response(body=data, headers={**_OCTETS, "Accept-Ranges": "bytes"})
-    start, stop, _ = wanted.indices(len(data))
-    if start >= stop:
-        return web.Response(status=416, headers={"Content-Range": f"bytes */{len(data)}"})
+    start, stop = span
     headers = {**_OCTETS, "Content-Range": f"bytes {start}-{stop - 1}/{len(data)}"}
     return web.Response(status=206, body=data[start:stop], headers=headers)
 
 
-def make_app(service: PeerService) -> web.Application:
+def _span(header: str | None, size: int) -> tuple[int, int] | None:
+    """The bytes [start, stop) a Range header asks of ``size`` bytes, None
+    without one; ValueError if it cannot be satisfied (RFC 9110 section 14.1.2).
+
+    One range only: ``bytes=A-B``, ``bytes=A-``, or ``bytes=-N`` (the last N).
+    Unsatisfiable: a start at or past the end, a suffix of 0 bytes
+    (``bytes=-0``), B before A, several ranges, anything malformed.
+    """
+    if header is None:
+        return None
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip(), re.ASCII | re.IGNORECASE)
+    if match is None or match.group(1) == match.group(2) == "":
+        raise ValueError("not one byte range")
+    first, last = match.groups()
+    if not first:
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise ValueError("an empty range")
+        return max(0, size - suffix), size
+    start = int(first)
+    if start >= size or (last and int(last) < start):
+        raise ValueError("outside the blob")
+    return start, min(int(last) + 1, size) if last else size
+
+
+def make_app(service: PeerService, *, body_timeout: float = BODY_TIMEOUT_S) -> web.Application:
     app = web.Application(middlewares=[_errors, _throttle], client_max_size=MAX_PUSH_BYTES + 1024)
     app[SERVICE] = service
+    app[BODY_TIMEOUT] = body_timeout
     app.router.add_get("/v1/info", info)
     app.router.add_get("/v1/entities", entities)
     app.router.add_post("/v1/reconcile", reconcile)

@@ -105,11 +105,20 @@ class PeerService:
         report = store.ingest(events, source=source, failures=failures)
         report.refused += refused
         if report.rejected:
-            before = self.standing(source)[0]
-            self._standing[source] = store.standing(source)
-            if (now := self._standing[source][0]) != before:
-                log.warning("%s is %s after sending invalid events", source, now)
+            self._restand(source, "sending invalid events")
         return report
+
+    def strike(self, source: str, count: int = 1) -> None:
+        """Count input that broke the protocol outside ingest (an answer over
+        its limits) against ``source``."""
+        self.peer.store.strike(source, count)
+        self._restand(source, "answering past the protocol's limits")
+
+    def _restand(self, source: str, why: str) -> None:
+        before = self.standing(source)[0]
+        self._standing[source] = self.peer.store.standing(source)
+        if (now := self._standing[source][0]) != before:
+            log.warning("%s is %s after %s", source, now, why)
 
 
 def _agent_or_none(peer: LocalPeer) -> str | None:

@@ -11,7 +11,8 @@ reconciliation message carry it, so a peer of another version fails the first
 round with a clear error and a sync costs no extra round trip.
 
 Everything fetched is verified before it is stored; a bad event from the peer
-is recorded against it and the rest of the sync goes on.
+is recorded against it and the rest of the sync goes on. An answer over its
+size cap or deadline (peer/client.py) ends the sync, with a strike.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dizzy.peer.store import IngestReport
 from dizzy.protocol import (
     MAX_IDS_PER_REQUEST,
     MAX_SCOPE,
+    AnswerLimitError,
     Event,
     Reconciler,
     RemoteError,
@@ -63,6 +65,16 @@ class SyncReport:
 
 
 async def sync_with(service: PeerService, client: Client) -> SyncReport:
+    """Sync with ``client``'s peer both ways. An answer of the peer's past its
+    size or time limit ends the sync and costs the peer a strike."""
+    try:
+        return await _sync(service, client)
+    except AnswerLimitError as exc:
+        await service.run(service.strike, exc.url)
+        raise
+
+
+async def _sync(service: PeerService, client: Client) -> SyncReport:
     started = time.monotonic()
     report = SyncReport(client.url)
     state, until = service.standing(client.url)

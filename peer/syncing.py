@@ -1,7 +1,7 @@
 """Sync with peers now and record how it went: `dizzy sync` and the daemon's gossip.
 
 ``sync_with`` (sync.py) is one sync; this module wraps it with what both callers
-need around it: the service and HTTP session it runs in, and the outcome written
+need around it: the service and HTTP client pool it runs in, and the outcome written
 to the log (counts, last error, back-off), so the daemon and one-off commands on
 the same home agree on when a failing peer is tried again.
 """
@@ -12,9 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import aiohttp
-
-from dizzy.peer.client import TIMEOUT, Client
+from dizzy.peer.client import ClientPool
 from dizzy.peer.clock import now_ms
 from dizzy.peer.local import LocalPeer
 from dizzy.peer.service import PeerService
@@ -57,12 +55,12 @@ def log_sync(report: SyncReport) -> None:
 
 
 async def sync_and_record(
-    service: PeerService, url: str, session: aiohttp.ClientSession, interval: float
+    service: PeerService, url: str, pool: ClientPool, interval: float
 ) -> SyncReport | str:
     """Sync with ``url``, record the outcome (and back-off); the report or why it failed."""
     store = service.peer.store
     try:
-        report = await sync_with(service, Client(url, session=session, agent=service.agent))
+        report = await sync_with(service, pool.client(url, agent=service.agent))
     except DizzyError as exc:
         error = str(exc)
         peers = {p["url"]: p for p in await service.run(store.peers)}
@@ -97,9 +95,9 @@ async def sync_all(
     run = SyncRun()
     service = PeerService(peer)
     try:
-        async with aiohttp.ClientSession(timeout=TIMEOUT, auto_decompress=False) as session:
+        async with ClientPool() as pool:
             for url in urls:
-                outcome = await sync_and_record(service, url, session, interval)
+                outcome = await sync_and_record(service, url, pool, interval)
                 if isinstance(outcome, str):
                     run.failed.append((url, outcome))
                 else:

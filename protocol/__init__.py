@@ -10,6 +10,7 @@ the modules below, so the modules can move without touching their callers.
 from dizzy.protocol.bundle import encode_file, parse_file, verify_proof
 from dizzy.protocol.canonical import MAX_NESTING, MAX_SAFE_INTEGER
 from dizzy.protocol.errors import (
+    AnswerLimitError,
     BadLinkError,
     BadSignatureError,
     ConcurrencyError,
@@ -78,7 +79,7 @@ from dizzy.protocol.permissions import (
     judge,
     revoke_data,
 )
-from dizzy.protocol.reconcile import FRAME_LIMIT, ItemSet, Reconciler
+from dizzy.protocol.reconcile import FRAME_LIMIT, MAX_MESSAGE_BYTES, ItemSet, Reconciler
 from dizzy.protocol.verify import (
     PERMISSION_REASONS,
     EntityReport,
@@ -92,6 +93,7 @@ from dizzy.protocol.wire import (
     MAX_PUSH_EVENTS,
     MAX_RECONCILE_BYTES,
     MAX_SCOPE,
+    EventStream,
     decode_depths,
     decode_events,
     decode_ids,
@@ -111,6 +113,7 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "MAX_IDS_PER_REQUEST",
     "MAX_MANIFEST_BYTES",
+    "MAX_MESSAGE_BYTES",
     "MAX_NESTING",
     "MAX_PARENTS",
     "MAX_PUSH_BYTES",
@@ -123,6 +126,7 @@ __all__ = [
     "RESERVED_SUFFIX",
     "REVOKE",
     "ROLE_NAMES",
+    "AnswerLimitError",
     "BadLinkError",
     "BadSignatureError",
     "ConcurrencyError",
@@ -131,6 +135,7 @@ __all__ = [
     "EquivocationError",
     "Event",
     "EventBody",
+    "EventStream",
     "FileEntry",
     "ForbiddenError",
     "InvalidIdError",

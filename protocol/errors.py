@@ -16,6 +16,7 @@ this side's own caller or user, or a broken local store)::
     │   ├── UnauthorizedError       author may not write here      reason "unauthorized"
     │   └── EquivocationError       a second, different genesis    reason "equivocation"
     ├── TransportError              a peer could not be reached or answered wrongly
+    │   └── AnswerLimitError        an answer over its size cap or deadline: a strike
     └── LocalError                  this side's own fault
         ├── UsageError              a caller or user asked for something invalid
         ├── ForbiddenError          this agent may not do that on this entity
@@ -31,6 +32,7 @@ never another exception (see tests/test_fuzz.py).
 from __future__ import annotations
 
 __all__ = [
+    "AnswerLimitError",
     "BadLinkError",
     "BadSignatureError",
     "ConcurrencyError",
@@ -111,6 +113,19 @@ class EquivocationError(RemoteError):
 
 class TransportError(DizzyError):
     """A peer could not be reached, timed out, or answered with an HTTP error."""
+
+
+class AnswerLimitError(TransportError):
+    """A peer's answer went past the size the protocol allows it, or past its
+    deadline (docs/protocol.md#what-a-client-reads).
+
+    Unlike an unreachable peer, this is the peer's doing: the caller counts a
+    strike against ``url``.
+    """
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class LocalError(DizzyError):

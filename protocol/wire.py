@@ -22,6 +22,7 @@ __all__ = [
     "MAX_PUSH_EVENTS",
     "MAX_RECONCILE_BYTES",
     "MAX_SCOPE",
+    "EventStream",
     "decode_depths",
     "decode_events",
     "decode_ids",
@@ -97,3 +98,42 @@ def decode_events(body: bytes, limit: int = MAX_PUSH_EVENTS) -> list[bytes]:
         if len(line) > MAX_EVENT_BYTES:
             raise OversizeError(f"an event of {len(line)} bytes is over {MAX_EVENT_BYTES}")
     return lines
+
+
+class EventStream:
+    """``decode_events`` for a body that arrives in pieces.
+
+    Each piece is split as it comes, so a stream is held once (not also
+    joined, then split), and a line over MAX_EVENT_BYTES or one event past
+    ``limit`` is refused (OversizeError) as soon as it shows, before the rest
+    of the body is read.
+    """
+
+    def __init__(self, limit: int = MAX_PUSH_EVENTS) -> None:
+        self.limit = limit
+        self.lines: list[bytes] = []
+        self._tail: list[bytes] = []  # the pieces of a line not ended yet
+        self._tail_bytes = 0
+
+    def feed(self, data: bytes) -> None:
+        *ended, rest = data.split(b"\n")
+        if ended:
+            ended[0] = b"".join([*self._tail, ended[0]])
+            self._tail, self._tail_bytes = [], 0
+            if len(self.lines) + len(ended) > self.limit:
+                raise OversizeError(f"more than {self.limit} events in one answer")
+            longest = max(map(len, ended))
+            if longest > MAX_EVENT_BYTES:
+                raise OversizeError(f"an event of {longest} bytes is over {MAX_EVENT_BYTES}")
+            self.lines += ended
+        if rest:
+            self._tail.append(rest)
+            self._tail_bytes += len(rest)
+            if self._tail_bytes > MAX_EVENT_BYTES:
+                raise OversizeError(f"an event line is over {MAX_EVENT_BYTES} bytes")
+
+    def close(self) -> list[bytes]:
+        """The raw events; MalformedError if the stream does not end with a newline."""
+        if self._tail:
+            raise MalformedError("an event stream ends with a newline")
+        return self.lines

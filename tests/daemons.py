@@ -5,10 +5,14 @@ A daemon is ready when it prints ``dizzy peer listening on URL``; its log
 (stderr) goes to a file next to its home, so a test can read it and no pipe
 can fill up. ``Daemons`` stops every daemon it started, whatever the test did:
 SIGTERM first, SIGKILL if it does not stop in time.
+
+``serving`` runs an aiohttp app (a fake peer, or dizzy's own app with
+settings the command line does not offer) in a thread of the test process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -17,10 +21,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
 
 from dizzy.peer import LocalPeer
 
@@ -34,6 +42,7 @@ __all__ = [
     "log_ids",
     "make_home",
     "peer_rows",
+    "serving",
     "wait_until",
 ]
 
@@ -234,3 +243,22 @@ class Daemons:
 
     def __exit__(self, *exc: object) -> None:
         self.stop_all()
+
+
+@contextmanager
+def serving(app: web.Application) -> Iterator[str]:
+    """Serve ``app`` on 127.0.0.1 (a port the system picks) from a thread of its own; its URL."""
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1)
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
+    port = runner.addresses[0][1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

@@ -378,6 +378,7 @@ def test_a_fetched_file_edited_later_is_not_passed_on(tmp_path: Path, daemons: D
         == (source / "data.bin").read_bytes()[10:20]
     )
     assert fetch_bytes(f"{db.url}/v1/blobs/{first}", f"bytes={size}-") == 416
+    assert fetch_bytes(f"{db.url}/v1/blobs/{first}", "bytes=-0") == 416
     assert fetch_bytes(f"{db.url}/v1/blobs/not-a-hash") == 400
     # The user edits the copy: B no longer has that chunk, and says so.
     with open(copy / "data.bin", "r+b") as handle:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import itertools
 import tomllib
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from hypothesis import strategies as st
 from dizzy.protocol import (
     EventBody,
     Keypair,
+    MalformedError,
+    OversizeError,
     RemoteError,
     decode_event,
     genesis_body,
@@ -24,6 +27,7 @@ from dizzy.protocol import (
     sign_event,
     verify_proof,
 )
+from dizzy.protocol.wire import EventStream, decode_events
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,6 +157,38 @@ def test_hostile_inputs_give_remote_errors(raw: bytes) -> None:
         decode_event(raw)
     with pytest.raises(RemoteError):
         verify_proof(raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"\n", b"a", b"{}", b"x" * 40_000]), max_size=12),
+    st.lists(st.integers(min_value=0, max_value=200_000), max_size=6),
+    st.integers(min_value=0, max_value=6),
+)
+def test_an_event_stream_in_pieces_decodes_as_one_body(
+    parts: list[bytes], cuts: list[int], limit: int
+) -> None:
+    """EventStream (the client's reading of an events/get answer) agrees with
+    decode_events on every body, however it is cut into pieces."""
+    body = b"".join(parts)
+    edges = sorted({0, len(body), *(c for c in cuts if c < len(body))})
+    stream = EventStream(limit)
+    try:
+        for start, stop in itertools.pairwise(edges):
+            stream.feed(body[start:stop])
+        got: list[bytes] | type[RemoteError] = stream.close()
+    except RemoteError as exc:
+        got = type(exc)
+    try:
+        expected: list[bytes] | type[RemoteError] = decode_events(body, limit)
+    except RemoteError as exc:
+        expected = type(exc)
+    if expected is MalformedError:
+        # A whole body is checked for its final newline first; pieces find a
+        # line over the limit before they reach the end.
+        assert got in (MalformedError, OversizeError)
+    else:
+        assert got == expected
 
 
 # -- layout ----------------------------------------------------------------------------------

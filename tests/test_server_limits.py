@@ -1,12 +1,14 @@
 """Hostile and broken input against a real daemon, over raw sockets.
 
 Every bad request gets a status and a JSON reason (413 over a limit, 400
-malformed, 415 compressed), slow or idle connections are cut off, and the
-daemon keeps serving honest peers throughout.
+malformed, 415 compressed, 408 too slow, 416 a range it cannot serve, 404,
+405), slow or idle connections are cut off, and the daemon keeps serving
+honest peers throughout.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -20,11 +22,14 @@ from typing import Any
 
 import orjson
 import pytest
-from daemons import Daemon, Daemons, dizzy, event_count, log_ids, make_home
+from daemons import Daemon, Daemons, dizzy, event_count, log_ids, make_home, serving
 from helpers import agent, chain, child, forge_author, genesis, reshape, tamper
 
 from dizzy.peer import LocalPeer
-from dizzy.protocol import Event
+from dizzy.peer.client import Client
+from dizzy.peer.server import make_app
+from dizzy.peer.service import PeerService
+from dizzy.protocol import Event, TransportError
 from dizzy.protocol.reconcile import encode_varint
 from dizzy.protocol.wire import MAX_IDS_PER_REQUEST, MAX_PUSH_BYTES, MAX_RECONCILE_BYTES
 
@@ -140,6 +145,10 @@ class Served:
     home: Path
     entity: Event  # genesis of the entity it holds (HELD events)
     pushed: Event  # genesis of an entity it follows but does not hold yet
+    blob: str  # the name of BLOB, which it holds
+
+
+BLOB = bytes(range(256)) * 40
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +161,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         assert len(report.added) == HELD
         peer.store.follow(held.entity)
         peer.store.follow(pushed.entity)
+        blob = peer.blobs.put(BLOB)
     with Daemons() as daemons:
-        yield Served(daemons.start(home, header_timeout=HEADER_TIMEOUT_S), home, held, pushed)
+        daemon = daemons.start(home, header_timeout=HEADER_TIMEOUT_S)
+        yield Served(daemon, home, held, pushed, blob)
 
 
 # -- sizes -----------------------------------------------------------------------------
@@ -338,6 +349,109 @@ def test_slow_and_idle_clients_are_cut_off_while_a_sync_goes_on(
     assert f"received {HELD}" in out, out
     assert log_ids(b, served.entity.entity) == log_ids(served.home, served.entity.entity)
     assert_serving(served.daemon)
+
+
+def test_a_body_too_slow_is_408_in_json(tmp_path: Path) -> None:
+    # The daemon waits 120 s for a body: its app, served here, is given 0.5 s.
+    with LocalPeer.open(make_home(tmp_path / "home")) as peer:
+        service = PeerService(peer)
+        try:
+            with serving(make_app(service, body_timeout=0.5)) as url:
+                port = int(url.rsplit(":", 1)[1])
+                head = (
+                    "POST /v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                    "Content-Length: 1000\r\n\r\n"
+                )
+
+                def trickle() -> Iterator[bytes]:
+                    yield b"x" * 10
+                    time.sleep(1)  # the rest would come later: the answer does not wait
+
+                doc = assert_refused(exchange(port, head.encode(), trickle()), 408, "timeout")
+                assert "too slow" in doc["detail"]
+        finally:
+            service.close()
+
+
+# -- blobs and other routes ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("wanted", "span"),
+    [
+        (None, slice(None)),
+        ("bytes=2-4", slice(2, 5)),
+        ("bytes=10-", slice(10, None)),
+        ("bytes=-3", slice(-3, None)),
+        ("bytes=-999999", slice(None)),  # a suffix longer than the blob: all of it
+        ("bytes=0-999999", slice(None)),
+    ],
+)
+def test_a_stored_blob_and_its_ranges(served: Served, wanted: str | None, span: slice) -> None:
+    headers = {"Range": wanted} if wanted else {}
+    answer = request(served.daemon.port, "GET", f"/v1/blobs/{served.blob}", headers=headers)
+    assert answer.status == (206 if wanted else 200), answer
+    assert answer.body == BLOB[span]
+    if wanted:
+        start, stop, _ = span.indices(len(BLOB))
+        assert answer.headers["content-range"] == f"bytes {start}-{stop - 1}/{len(BLOB)}"
+
+
+@pytest.mark.parametrize(
+    "wanted",
+    [
+        "bytes=-0",  # the last 0 bytes: nothing to send
+        f"bytes={len(BLOB)}-",
+        f"bytes={len(BLOB) + 5}-{len(BLOB) + 9}",
+        "bytes=5-2",
+        "bytes=0-1,4-5",  # one range only
+        "bytes=-",
+        "pages=0-1",
+    ],
+)
+def test_an_unsatisfiable_range_is_416_in_json(served: Served, wanted: str) -> None:
+    answer = request(
+        served.daemon.port, "GET", f"/v1/blobs/{served.blob}", headers={"Range": wanted}
+    )
+    assert_refused(answer, 416, "bad_range")
+    assert answer.headers["content-range"] == f"bytes */{len(BLOB)}"
+
+
+def test_conditional_requests_get_the_blob_not_a_bodiless_answer(served: Served) -> None:
+    # aiohttp's FileResponse would answer these with 412 or 304, without JSON.
+    for name in ("If-Match", "If-None-Match"):
+        path = f"/v1/blobs/{served.blob}"
+        answer = request(served.daemon.port, "GET", path, headers={name: '"x"'})
+        assert answer.status == 200 and answer.body == BLOB, answer
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "reason"),
+    [
+        ("GET", "/v2/info", 404, "not_found"),
+        ("GET", "/v1/blobs/" + "0" * 64, 404, "not_found"),
+        ("GET", "/v1/blobs/not-a-blob", 400, "malformed"),
+        ("GET", "/v1/events", 405, "method_not_allowed"),
+        ("DELETE", "/v1/reconcile", 405, "method_not_allowed"),
+    ],
+)
+def test_every_error_is_json_with_a_reason(
+    served: Served, method: str, path: str, status: int, reason: str
+) -> None:
+    assert_refused(request(served.daemon.port, method, path), status, reason)
+
+
+def test_the_client_asks_for_a_blob_from_a_byte_on(served: Served) -> None:
+    async def ask(first: int) -> bytes:
+        parts: list[bytes] = []
+        async with Client(served.daemon.url) as client:
+            await client.blob(served.blob, parts.append, size=len(BLOB), first=first)
+        return b"".join(parts)
+
+    assert asyncio.run(ask(100)) == BLOB[100:]
+    assert asyncio.run(ask(0)) == BLOB
+    with pytest.raises(TransportError, match="HTTP 416 bad_range"):
+        asyncio.run(ask(len(BLOB)))
 
 
 # -- bad events in a push -----------------------------------------------------------------------
