@@ -8,9 +8,7 @@ from pathlib import Path
 
 import click
 
-# check_url and sync_all under the names the fetch command below calls them by.
-from dizzy.cli.common import check_url as _check_url
-from dizzy.cli.common import common
+from dizzy.cli.common import check_url, common
 from dizzy.cli.output import Output, table
 from dizzy.peer import LocalPeer
 from dizzy.peer.datasets import (
@@ -22,7 +20,7 @@ from dizzy.peer.datasets import (
     share,
     versions,
 )
-from dizzy.peer.syncing import sync_all as _sync_all
+from dizzy.peer.syncing import sync_all
 from dizzy.protocol import parse_entity
 
 __all__ = ["fetch_cmd", "ls_cmd", "share_cmd", "versions_cmd"]
@@ -180,10 +178,10 @@ def fetch_cmd(
       dizzy fetch en_… --to ./survey
     """
     parse_entity(entity)
-    peers = [_check_url(u) for u in urls] or [p["url"] for p in peer.store.peers()]
+    peers = [check_url(u) for u in urls] or [p["url"] for p in peer.store.peers()]
     if peer.store.entity(entity) is None or not versions(peer, entity):
         peer.store.follow(entity)
-        asyncio.run(_sync_all(peer, peers))
+        asyncio.run(sync_all(peer, peers))
     version = pick(peer, entity, number)
     report = FetchReport()  # wrong answers are recorded as strikes by the fetch itself
     manifest = asyncio.run(fetch_manifest(peer, version, peers, report))

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version
 
 from aiohttp import hdrs, web
 
 from dizzy.peer.client import AGENT_HEADER
+from dizzy.peer.clock import now_ms
 from dizzy.peer.service import PeerService
 from dizzy.protocol import (
     FRAME_LIMIT,
@@ -138,7 +138,7 @@ async def _throttle(request: web.Request, handler: Handler) -> web.StreamRespons
     if request.method == "POST":
         state, until = request.app[SERVICE].standing(_source(request))
         if state == "refused":
-            wait = max(1, int(until / 1000 - time.time()))
+            wait = max(1, (until - now_ms()) // 1000)
             answer = _error(429, "refused", f"too many invalid events from you; retry in {wait} s")
             answer.headers["Retry-After"] = str(wait)
             return answer
