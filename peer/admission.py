@@ -41,13 +41,18 @@ from dizzy.protocol import (
     parse_event,
 )
 
-__all__ = ["MAX_PENDING", "PENDING_TTL_MS", "admit"]
+__all__ = ["MAX_PENDING", "PENDING_PER_SOURCE", "PENDING_TTL_MS", "admit"]
 
+# The pending area is charged to the senders (docs/protocol.md#pending): each
+# source may have PENDING_PER_SOURCE events waiting; when all sources together
+# reach MAX_PENDING, the source with the most waiting loses its oldest, so a
+# flood cannot crowd out an honest peer's few out-of-order events.
 MAX_PENDING = 100_000
+PENDING_PER_SOURCE = 10_000
 PENDING_TTL_MS = 24 * 3600 * 1000  # an event waiting longer for ancestors is quarantined
-# Rejection reasons that are not the sender's fault: ancestors may simply be
-# unavailable, and revoked events travel on purpose (see event_ids).
-_NOT_SENDERS_FAULT = frozenset({"missing_ancestors", "revoked"})
+EXPIRED_KEPT_MS = 7 * 24 * 3600 * 1000  # and still released by its ancestors this long
+# Revoked events travel on purpose (see event_ids): not the sender's fault.
+_NOT_SENDERS_FAULT = frozenset({"revoked"})
 
 
 def admit(
@@ -137,10 +142,16 @@ class _Judge:
         self.parents: dict[bytes, Sequence[bytes]] = {}  # of the accepted events, same entity
         self.has_pending = records.has_pending()
         if self.has_pending:
-            hours = PENDING_TTL_MS // 3_600_000
-            detail = f"its ancestors did not arrive within {hours} hours"
-            records.expire_pending(now - PENDING_TTL_MS, now, detail)
+            # Events whose ancestors never came count against their senders.
+            for late, count in records.expire_pending(now - PENDING_TTL_MS).items():
+                strike(records, late, count, now)
+            days = EXPIRED_KEPT_MS // (24 * 3_600_000)
+            detail = f"its ancestors did not arrive within {days} days"
+            records.forget_pending(now - PENDING_TTL_MS - EXPIRED_KEPT_MS, now, detail)
         self.pending_room = MAX_PENDING - (records.pending_count() if self.has_pending else 0)
+        self.source_room = PENDING_PER_SOURCE - (
+            records.pending_count(source) if self.has_pending else 0
+        )
 
     def judge(self, event: Event) -> bool:
         """Accept, park or reject ``event``; True if accepted."""
@@ -271,11 +282,22 @@ class _Judge:
         return invalid
 
     def _park(self, event: Event, entity: bytes, missing: list[bytes]) -> None:
-        if self.pending_room <= 0:
-            self._reject(event, entity, "pending_full", f"over {MAX_PENDING} events wait already")
+        if self.source_room <= 0:
+            detail = f"{PENDING_PER_SOURCE} events from this source wait for ancestors already"
+            self._reject(event, entity, "pending_full", detail)
             return
+        if self.pending_room <= 0:
+            # Room is made at the expense of whoever holds the most.
+            detail = f"the pending area was full ({MAX_PENDING} events)"
+            hog = self.records.evict_pending(self.now, detail)
+            if hog is not None:
+                strike(self.records, hog, 1, self.now)
+                self.pending_room += 1
+                if hog == self.source:
+                    self.source_room += 1
         if self.records.park(event, entity, missing, self.source, self.now):
             self.pending_room -= 1
+            self.source_room -= 1
             self.has_pending = True
         self.report.pending.append(event.event_id)
 

@@ -244,6 +244,19 @@ MIGRATIONS: list[Migration] = [
             """,
         ),
     ),
+    Migration(
+        "0006_pending_charged_to_senders",
+        (
+            """
+            -- 1 once an event waited longer than its time for its ancestors: it
+            -- is quarantined (and its sender struck), but kept with its needs so
+            -- that the ancestors, if they come, still release it.
+            ALTER TABLE pending ADD COLUMN expired INTEGER NOT NULL DEFAULT 0
+            """,
+            "CREATE INDEX pending_by_source ON pending (source, expired)",
+            "CREATE INDEX pending_by_age ON pending (expired, received)",
+        ),
+    ),
 ]
 
 

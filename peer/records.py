@@ -130,9 +130,21 @@ class Records(Protocol):
 
     def has_pending(self) -> bool: ...
 
-    def pending_count(self) -> int: ...
+    def pending_count(self, source: str | None = None) -> int:
+        """Events waiting for ancestors, not expired (of ``source`` only, if given)."""
+        ...
 
-    def expire_pending(self, before: int, now: int, detail: str) -> None: ...
+    def expire_pending(self, before: int) -> dict[str, int]:
+        """Mark expired the events waiting since before ``before``; how many per source.
+        Expired events stay, with their needs, until ``forget_pending``."""
+        ...
+
+    def forget_pending(self, before: int, now: int, detail: str) -> None: ...
+
+    def evict_pending(self, now: int, detail: str) -> str | None:
+        """Reject the oldest waiting event of the source with the most waiting;
+        returns that source."""
+        ...
 
     def park(
         self, event: Event, entity: bytes, missing: Sequence[bytes], source: str, now: int

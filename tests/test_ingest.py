@@ -268,8 +268,10 @@ def test_a_second_genesis_marks_the_entity_equivocated(store: Store, same_batch:
     assert len(store.events(kept.entity)) == 4
 
 
-def test_the_pending_area_is_bounded(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(admission, "MAX_PENDING", 3)
+def test_each_source_has_a_bounded_share_of_the_pending_area(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(admission, "PENDING_PER_SOURCE", 3)
     root = genesis(ALICE, "bounded")
     a = child(ALICE, [root], {"a": 1})
     orphans = [child(ALICE, [a], {"orphan": i}) for i in range(5)]
@@ -288,6 +290,28 @@ def test_the_pending_area_is_bounded(store: Store, monkeypatch: pytest.MonkeyPat
     report = store.ingest(orphans, source="peer")  # the refused ones can simply come again
     assert set(report.added) == refused and report.duplicates == 3
     assert sorted(store.heads(root.entity)) == sorted(ids(orphans))
+
+
+def test_a_flood_cannot_crowd_out_an_honest_peers_out_of_order_events(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(admission, "MAX_PENDING", 6)
+    monkeypatch.setattr(admission, "PENDING_PER_SOURCE", 6)
+    root = genesis(ALICE, "crowded")
+    missing = child(ALICE, [root], {"never": "sent"})
+    flood = [child(ALICE, [missing], {"flood": i}) for i in range(6)]
+    store.ingest([root], source="peer")
+    assert len(store.ingest(flood, source="flooder").pending) == 6  # the area is full
+    honest_parent = child(ALICE, [root], {"honest": 0})
+    honest = [child(ALICE, [honest_parent], {"honest": i}) for i in range(1, 3)]
+    report = store.ingest(honest, source="honest")
+    assert sorted(report.pending) == sorted(ids(honest)) and report.rejected == []
+    # The flooder's oldest made room, and each cost it a strike.
+    evicted = [q for q in store.quarantine() if q["reason"] == "pending_evicted"]
+    assert [q["source"] for q in evicted] == ["flooder", "flooder"]
+    assert [(s["source"], s["strikes"]) for s in store.sources()] == [("flooder", 2)]
+    report = store.ingest([honest_parent], source="honest")
+    assert sorted(report.added) == sorted(ids([honest_parent, *honest]))
 
 
 def test_decode_failures_and_events_are_reported_together(store: Store) -> None:

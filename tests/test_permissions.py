@@ -366,10 +366,13 @@ def test_events_whose_ancestors_never_come_are_quarantined_after_a_day(tmp_path:
             "missing_ancestors",
             "peer-x",
         )
-        assert store.sources() == []  # not the sender's fault
-        # When the ancestor turns up after all, the event is simply welcome again.
-        store.ingest([GB, B1], source="peer-y")
-        assert B1.event_id in {e.event_id for e in store.events(G.entity)}
+        # Its sender is charged for it ...
+        assert [(s["source"], s["strikes"]) for s in store.sources()] == [("peer-x", 1)]
+        # ... and when the ancestor turns up after all, the event is judged
+        # again without being sent again.
+        report = store.ingest([GB], source="peer-y")
+        assert set(report.added) == {GB.event_id, B1.event_id}
+        assert store.quarantine() == []
 
 
 def test_strikes_throttle_then_refuse_a_source_for_a_while(tmp_path: Path) -> None:

@@ -240,6 +240,10 @@ class LogRows:
             " UNION ALL"
             " SELECT v.id, v.entity, v.reason, v.detail, e.source, v.since, 'stored' AS state"
             " FROM verdicts v JOIN events e ON e.id = v.id"
+            " UNION ALL"
+            " SELECT p.id, p.entity, 'missing_ancestors',"
+            " 'its ancestors did not arrive in time; still released if they come',"
+            " p.source, p.received, 'waiting' AS state FROM pending p WHERE p.expired"
             f") q {where} ORDER BY 6, 1",
             args,
         )

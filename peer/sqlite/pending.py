@@ -15,30 +15,77 @@ class PendingRows:
     db: sqlite3.Connection
 
     def has_pending(self) -> bool:
+        """Are events waiting for ancestors (expired ones included)?"""
         return bool(self.db.execute("SELECT EXISTS (SELECT 1 FROM pending)").fetchone()[0])
 
-    def pending_count(self) -> int:
-        return int(self.db.execute("SELECT count(*) FROM pending").fetchone()[0])
+    def pending_count(self, source: str | None = None) -> int:
+        """Events waiting for ancestors, not expired (of ``source`` only, if given)."""
+        if source is None:
+            row = self.db.execute("SELECT count(*) FROM pending WHERE NOT expired").fetchone()
+        else:
+            row = self.db.execute(
+                "SELECT count(*) FROM pending WHERE source=? AND NOT expired", (source,)
+            ).fetchone()
+        return int(row[0])
 
-    def expire_pending(self, before: int, now: int, detail: str) -> None:
-        """Quarantine the events that wait since before ``before``."""
+    def expire_pending(self, before: int) -> dict[str, int]:
+        """Mark the events that wait since before ``before`` expired; how many per source."""
+        counts = dict(
+            self.db.execute(
+                "SELECT source, count(*) FROM pending WHERE NOT expired AND received < ?"
+                " GROUP BY source",
+                (before,),
+            ).fetchall()
+        )
+        if counts:
+            self.db.execute(
+                "UPDATE pending SET expired=1 WHERE NOT expired AND received < ?", (before,)
+            )
+        return counts
+
+    def forget_pending(self, before: int, now: int, detail: str) -> None:
+        """Move expired events that wait since before ``before`` to the rejections."""
         self.db.execute(
             "INSERT INTO rejections SELECT id, entity, 'missing_ancestors', ?, source, ?, raw"
-            " FROM pending WHERE received < ?",
+            " FROM pending WHERE expired AND received < ?",
             (detail, now, before),
         )
         self.db.execute(
-            "DELETE FROM pending_needs WHERE id IN (SELECT id FROM pending WHERE received < ?)",
+            "DELETE FROM pending_needs WHERE id IN"
+            " (SELECT id FROM pending WHERE expired AND received < ?)",
             (before,),
         )
-        self.db.execute("DELETE FROM pending WHERE received < ?", (before,))
+        self.db.execute("DELETE FROM pending WHERE expired AND received < ?", (before,))
+
+    def evict_pending(self, now: int, detail: str) -> str | None:
+        """Move the oldest waiting event of the source with the most to the
+        rejections (``pending_evicted``); that source, or None if none waits."""
+        row = self.db.execute(
+            "SELECT source FROM pending WHERE NOT expired"
+            " GROUP BY source ORDER BY count(*) DESC, source LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        victim = self.db.execute(
+            "SELECT id FROM pending WHERE source=? AND NOT expired ORDER BY received, id LIMIT 1",
+            (row[0],),
+        ).fetchone()[0]
+        self.db.execute(
+            "INSERT INTO rejections SELECT id, entity, 'pending_evicted', ?, source, ?, raw"
+            " FROM pending WHERE id=?",
+            (detail, now, victim),
+        )
+        self.db.execute("DELETE FROM pending_needs WHERE id=?", (victim,))
+        self.db.execute("DELETE FROM pending WHERE id=?", (victim,))
+        return str(row[0])
 
     def park(
         self, event: Event, entity: bytes, missing: Sequence[bytes], source: str, now: int
     ) -> bool:
         """Keep ``event`` until ``missing`` arrive; False if it waited already."""
         cursor = self.db.execute(
-            "INSERT OR IGNORE INTO pending VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO pending (id, entity, raw, source, received)"
+            " VALUES (?, ?, ?, ?, ?)",
             (event.id, entity, event.raw, source, now),
         )
         self.db.executemany(
@@ -84,8 +131,8 @@ class PendingRows:
     def missing_ancestors(self, limit: int) -> list[bytes]:
         """Ids that waiting events need and this log lacks (to ask peers for)."""
         rows = self.db.execute(
-            "SELECT DISTINCT need FROM pending_needs"
-            " WHERE need NOT IN (SELECT id FROM events) LIMIT ?",
+            "SELECT DISTINCT n.need FROM pending_needs n JOIN pending p ON p.id = n.id"
+            " WHERE NOT p.expired AND n.need NOT IN (SELECT id FROM events) LIMIT ?",
             (limit,),
         )
         return [r[0] for r in rows]
