@@ -201,11 +201,20 @@ async def depths(request: web.Request) -> web.Response:
 
 async def push_events(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    raws = decode_events(await _body(request, MAX_PUSH_BYTES))
+    raws = decode_events(await _body(request, MAX_PUSH_BYTES), whole=False)
     source = _source(request)
-    # Verified on the pool, not on the store thread: a client that keeps two
-    # pushes in flight has the next batch verified while this one is stored.
-    results = await service.verify(raws)
+    # Each event gets its own verdict: one over the size limit is rejected
+    # (`oversize`) and the others beside it are judged as usual. Verified on
+    # the pool, not on the store thread: a client that keeps two pushes in
+    # flight has the next batch verified while this one is stored.
+    fitting = [raw for raw in raws if len(raw) <= MAX_EVENT_BYTES]
+    verified = iter(await service.verify(fitting))
+    results: list[Event | RemoteError] = [
+        next(verified)
+        if len(raw) <= MAX_EVENT_BYTES
+        else OversizeError(f"an event of {len(raw)} bytes is over {MAX_EVENT_BYTES}")
+        for raw in raws
+    ]
     report = await service.run(service.store_verified, raws, results, source)
     log.info(
         "received %d events from %s: %d added, %d rejected, %d not followed",

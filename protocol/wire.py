@@ -87,14 +87,20 @@ def encode_events(raws: Iterable[bytes]) -> bytes:
     return b"".join(raw + b"\n" for raw in raws)
 
 
-def decode_events(body: bytes, limit: int = MAX_PUSH_EVENTS) -> list[bytes]:
-    """Split an event stream into raw events (each still to be decoded and verified)."""
+def decode_events(
+    body: bytes, limit: int = MAX_PUSH_EVENTS, *, whole: bool = True
+) -> list[bytes]:
+    """Split an event stream into raw events (each still to be decoded and verified).
+
+    With ``whole``, a line over MAX_EVENT_BYTES fails the stream; without, it
+    is returned for its own verdict (a push judges each event: docs/protocol.md).
+    """
     if body and not body.endswith(b"\n"):
         raise MalformedError("an event stream ends with a newline")
     lines = body.split(b"\n")[:-1] if body else []
     if len(lines) > limit:
         raise OversizeError(f"more than {limit} events in one request")
-    for line in lines:
+    for line in lines if whole else ():
         if len(line) > MAX_EVENT_BYTES:
             raise OversizeError(f"an event of {len(line)} bytes is over {MAX_EVENT_BYTES}")
     return lines
