@@ -22,6 +22,7 @@ from dizzy.protocol import (
     MAX_PUSH_EVENTS,
     MAX_RECONCILE_BYTES,
     MAX_SCOPE,
+    Event,
     OversizeError,
     Reconciler,
     RemoteError,

@@ -87,9 +87,7 @@ def encode_events(raws: Iterable[bytes]) -> bytes:
     return b"".join(raw + b"\n" for raw in raws)
 
 
-def decode_events(
-    body: bytes, limit: int = MAX_PUSH_EVENTS, *, whole: bool = True
-) -> list[bytes]:
+def decode_events(body: bytes, limit: int = MAX_PUSH_EVENTS, *, whole: bool = True) -> list[bytes]:
     """Split an event stream into raw events (each still to be decoded and verified).
 
     With ``whole``, a line over MAX_EVENT_BYTES fails the stream; without, it
