@@ -22,6 +22,7 @@ from dizzy.peer.verdicts import (
     LazyPast,
     Permissions,
     fill_frontiers,
+    freeze,
     frontier_of,
     is_shared_write,
     pack,
@@ -51,8 +52,9 @@ MAX_PENDING = 100_000
 PENDING_PER_SOURCE = 10_000
 PENDING_TTL_MS = 24 * 3600 * 1000  # an event waiting longer for ancestors is quarantined
 EXPIRED_KEPT_MS = 7 * 24 * 3600 * 1000  # and still released by its ancestors this long
-# Revoked events travel on purpose (see event_ids): not the sender's fault.
-_NOT_SENDERS_FAULT = frozenset({"revoked"})
+# Revoked events and an equivocated entity's travel on purpose (see
+# event_ids): not the sender's fault.
+_NOT_SENDERS_FAULT = frozenset({"revoked", "equivocation"})
 
 
 def admit(
@@ -92,8 +94,9 @@ def admit(
                 heapq.heappush(queue, (released.depth, released.id, next(tie), released))
     # Shared entities that got no grant or revoke: the new events are judged
     # against the entity's grants and revokes alone. The others: as a whole.
-    whole = sorted(judge.permission)
-    invalid = judge.judge_new([e for e in judge.shared if e not in judge.permission])
+    frozen = judge.frozen
+    whole = sorted(judge.permission - frozen)
+    invalid = judge.judge_new([e for e in judge.shared - frozen if e not in judge.permission])
     judge.flush(invalid)
     records.insert_events(
         judge.accepted, [pack(judge.frontiers[e.id]) for e in judge.accepted], now, source
@@ -101,6 +104,10 @@ def admit(
     moved: Moved = []
     for entity in whole:
         changes = rejudge(records, entity, now, judge.arrived)
+        invalid.update(parse_event(name) for name, _, _ in changes.invalid_new)
+        moved += _apply(changes, report)
+    for entity in sorted(frozen):
+        changes = freeze(records, entity, now, judge.arrived)
         invalid.update(parse_event(name) for name, _, _ in changes.invalid_new)
         moved += _apply(changes, report)
     for raw, error in failures:
@@ -138,6 +145,7 @@ class _Judge:
         self.creators: dict[bytes, str | None] = {}
         self.shared: set[bytes] = set()  # entities to judge as a whole once stored
         self.permission: set[bytes] = set()  # entities that got grants or revokes
+        self.frozen: set[bytes] = set()  # equivocated entities with events in this batch
         self.flags: dict[bytes, bool] = {}  # entities.shared, as read
         self.parents: dict[bytes, Sequence[bytes]] = {}  # of the accepted events, same entity
         self.has_pending = records.has_pending()
@@ -197,11 +205,15 @@ class _Judge:
         return True
 
     def _judge_genesis(self, event: Event, entity: bytes) -> bool:
-        if self.records.entity_row(entity) is not None:
-            # Another genesis for a known id: the entity key signed twice.
+        if self._creator(entity) is not None:
+            # Another genesis for a known id: the entity key signed twice. It is
+            # stored (and offered) like any event, as evidence every peer must
+            # come to hold; the entity's events are all invalid from now on.
             self.records.mark_equivocated(event, self.source, self.now)
             self.report.equivocated.append(event.entity)
-            return False
+            self.frozen.add(entity)
+            self._accept(event, entity, ())
+            return True
         self.records.add_entity(event)
         self.creators[entity] = event.author
         self.flags[entity] = False
@@ -244,6 +256,8 @@ class _Judge:
             self.creators[entity] = agent_id(row[1]) if row else None
             if row is not None:
                 self.flags[entity] = row[2]
+                if row[4]:
+                    self.frozen.add(entity)
                 if not row[3]:  # shared before frontiers were kept: once, in full
                     fill_frontiers(self.records, entity)
         return self.creators[entity]

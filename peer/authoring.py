@@ -123,6 +123,11 @@ class Author:
             row = records.entity_row(key)
             if row is None:
                 raise NotFoundError(f"no entity {entity} in this store")
+            if row[4]:
+                raise ForbiddenError(
+                    f"equivocation: the key of {entity} signed more than one genesis;"
+                    " the entity is frozen (docs/protocol.md#equivocation)"
+                )
             creator = agent_id(row[1])
             if row[3]:  # an entity's creator never changes; cached once frontiers are in
                 self.creators[key] = creator

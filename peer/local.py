@@ -173,7 +173,9 @@ class LocalPeer:
     def verify(self, entity: str) -> EntityReport:
         """Re-verify every stored byte of ``entity`` (signatures, ids, links, authors)."""
         self._require(entity)
-        items = self.store.raw_items(entity) + self.store.equivocations(entity)
+        items = self.store.raw_items(entity)
+        stored = {name for name, _ in items}
+        items += [e for e in self.store.equivocations(entity) if e[0] not in stored]
         return verify_entity(items, entity)
 
     def write_proof(self, entity: str, path: Path, events: Iterable[str] | None = None) -> int:

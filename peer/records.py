@@ -57,9 +57,17 @@ class Records(Protocol):
 
     def add_entity(self, genesis: Event) -> None: ...
 
-    def entity_row(self, entity: bytes) -> tuple[bytes, bytes, bool, bool] | None:
-        """(genesis, creator key, shared, frontiers complete) of a held entity."""
+    def entity_row(self, entity: bytes) -> tuple[bytes, bytes, bool, bool, bool] | None:
+        """(genesis, creator key, shared, frontiers complete, equivocated) of a held entity."""
         ...
+
+    def freeze(self, entity: bytes, detail: str, now: int) -> list[tuple[bytes, str, bool]]:
+        """Mark every event of an equivocated entity invalid (reason ``equivocation``,
+        ``detail``), name it by its lowest genesis, drop its heads; (id, type,
+        valid before) of the events whose verdict changed."""
+        ...
+
+    def geneses(self, entity: bytes) -> int: ...
 
     def mark_shared(self, entities: Iterable[bytes]) -> None: ...
 

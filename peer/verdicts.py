@@ -45,6 +45,7 @@ __all__ = [
     "Permissions",
     "entity_verdicts",
     "fill_frontiers",
+    "freeze",
     "is_shared_write",
     "pack",
     "rejudge",
@@ -164,6 +165,21 @@ def fill_frontiers(records: Records, entity: bytes) -> None:
     records.set_frontiers(
         entity, [(parse_event(i), blob) for i, f in found.items() if (blob := pack(f))]
     )
+
+
+def freeze(records: Records, entity: bytes, now: int, arrived: AbstractSet[str]) -> Changes:
+    """An equivocated entity: its key signed several geneses, so none of its
+    events is valid (docs/protocol.md#equivocation), whatever order they came in."""
+    detail = f"the entity key signed {records.geneses(entity)} different geneses"
+    changes = Changes()
+    for key, type_, was_valid in records.freeze(entity, detail, now):
+        name = event_id(key)
+        if name in arrived:
+            changes.invalid_new.append((name, "equivocation", detail))
+        elif was_valid:
+            changes.invalidated.append((name, "equivocation", detail))
+            changes.types[name] = type_
+    return changes
 
 
 def rejudge(

@@ -105,7 +105,8 @@ def verify_entity(items: Iterable[tuple[str, bytes]], entity: str | None = None)
     geneses = sorted({e.event_id for e in events if e.is_genesis})
     if len(geneses) > 1:
         report.equivocated = True
-    genesis = next((e for e in events if e.is_genesis), None)
+    # Named by its lowest genesis, as a store names an equivocated entity.
+    genesis = min((e for e in events if e.is_genesis), key=lambda e: e.id, default=None)
     if genesis is not None:
         report.genesis = genesis.event_id
         report.creator = genesis.author
@@ -119,8 +120,7 @@ def verify_entity(items: Iterable[tuple[str, bytes]], entity: str | None = None)
     for event in ordered:
         reason, detail = "ok", ""
         if event.is_genesis:
-            if len(geneses) > 1:
-                reason, detail = "equivocation", f"{len(geneses)} different geneses"
+            pass  # an equivocation is judged below, once links are known
         elif report.creator is None:
             reason, detail = "missing_genesis", "the genesis of this entity is not present"
         elif (why := check_links(event.body, depths)) is not None:
@@ -129,7 +129,12 @@ def verify_entity(items: Iterable[tuple[str, bytes]], entity: str | None = None)
             depths[event.event_id] = event.depth
         else:
             reasons[event.event_id] = (reason, detail)
-    if report.creator is not None:
+    if report.equivocated:
+        # The entity key signed several geneses: none of its events is valid
+        # (docs/protocol.md#equivocation), whatever they link to.
+        why = ("equivocation", f"the entity key signed {len(geneses)} different geneses")
+        reasons.update({e: why for e in depths})
+    elif report.creator is not None:
         linked = [_node(e) for e in ordered if e.event_id in depths]
         reasons.update(judge(report.creator, linked).invalid)
     for event in ordered:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import dizzy.peer.admission as admission
 from dizzy.peer import Store, Verifier, ingest_raw
-from dizzy.protocol import Event
+from dizzy.protocol import Event, ForbiddenError, parse_entity
 
 ALICE = agent("alice")
 MALLORY = agent("mallory")
@@ -240,32 +240,39 @@ def test_an_event_by_someone_other_than_the_creator_is_unauthorized(store: Store
     }
 
 
-@pytest.mark.parametrize("same_batch", [False, True])
-def test_a_second_genesis_marks_the_entity_equivocated(store: Store, same_batch: bool) -> None:
+@pytest.mark.parametrize("order", ["lower first", "higher first", "same batch"])
+def test_a_second_genesis_freezes_the_entity(store: Store, order: str) -> None:
     first = genesis(ALICE, "twice", name="first")
     second = genesis(ALICE, "twice", name="second")  # same entity key, signed twice
     assert first.entity == second.entity and first.event_id != second.event_id
-    kept, other = sorted([first, second], key=lambda e: e.id)
-    events = chain(ALICE, kept, 3)
-    if same_batch:
-        report = store.ingest([first, second, *events], source="peer")
+    low, high = sorted([first, second], key=lambda e: e.id)
+    on_low = chain(ALICE, low, 3)
+    if order == "same batch":
+        report = store.ingest([first, second, *on_low], source="peer")
     else:
-        store.ingest([kept, *events], source="peer")
-        before = store.raw_items(kept.entity)
-        report = store.ingest([other], source="peer-e")
-        assert store.raw_items(kept.entity) == before  # the original log is untouched
-    assert report.equivocated == [kept.entity]
+        one, other = (low, high) if order == "lower first" else (high, low)
+        store.ingest([one, *(on_low if one is low else [])], source="peer")
+        report = store.ingest([other, *(on_low if other is low else [])], source="peer-e")
+    assert report.equivocated == [low.entity]
+    assert "equivocation" not in {s["source"] for s in store.sources()}  # no one is struck
 
-    info = store.entity(kept.entity)
-    assert info is not None and info.equivocated and info.genesis == kept.event_id
-    assert ids(store.events(kept.entity)) == ids([kept, *events])
-    assert store.heads(kept.entity) == [events[-1].event_id]
-    assert rows(store, "SELECT genesis, raw FROM equivocations") == [(other.id, other.raw)]
+    info = store.entity(low.entity)
+    assert info is not None and info.equivocated and info.genesis == low.event_id
+    assert info.name == ("first" if low is first else "second")
+    # Nothing of a frozen entity is valid; everything stays stored, marked.
+    assert store.events(low.entity) == [] and store.heads(low.entity) == []
+    everything = ids([low, high, *on_low])
+    assert sorted(ids(store.events(low.entity, invalid=True))) == sorted(everything)
+    assert {why[0] for why in store.verdicts(low.entity).values()} == {"equivocation"}
+    assert set(store.verdicts(low.entity)) == set(everything)
 
-    # Offered again: still one row of evidence; events on the other genesis never land.
-    store.ingest([other, child(ALICE, [other], {"x": 1})], source="peer")
-    assert rows(store, "SELECT count(*) FROM equivocations") == [(1,)]
-    assert len(store.events(kept.entity)) == 4
+    # Events on either genesis still land (stored, invalid), and are offered.
+    late = child(ALICE, [high], {"on": "the other genesis"})
+    report = store.ingest([late], source="peer")
+    assert report.pending == [] and [r.reason for r in report.rejected] == ["equivocation"]
+    assert late.id in store.event_ids([parse_entity(low.entity)])
+    with pytest.raises(ForbiddenError, match="equivocation"):
+        store.append(ALICE, low.entity, "note", {}, clock=1)
 
 
 def test_each_source_has_a_bounded_share_of_the_pending_area(

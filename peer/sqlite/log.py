@@ -6,6 +6,8 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+import orjson
+
 from dizzy.peer.reports import EntityInfo
 from dizzy.peer.sqlite.connection import in_chunks
 from dizzy.protocol import Event, agent_id, entity_id, event_id, parse_agent, parse_entity
@@ -33,12 +35,13 @@ class LogRows:
             ),
         )
 
-    def entity_row(self, entity: bytes) -> tuple[bytes, bytes, bool, bool] | None:
-        """(genesis, creator key, shared, frontiers complete) of a held entity."""
+    def entity_row(self, entity: bytes) -> tuple[bytes, bytes, bool, bool, bool] | None:
+        """(genesis, creator key, shared, frontiers complete, equivocated) of a held entity."""
         row = self.db.execute(
-            "SELECT genesis, creator, shared, frontiers FROM entities WHERE id=?", (entity,)
+            "SELECT genesis, creator, shared, frontiers, equivocated FROM entities WHERE id=?",
+            (entity,),
         ).fetchone()
-        return (row[0], row[1], bool(row[2]), bool(row[3])) if row else None
+        return (row[0], row[1], bool(row[2]), bool(row[3]), bool(row[4])) if row else None
 
     def mark_shared(self, entities: Iterable[bytes]) -> None:
         self.db.executemany(
@@ -53,6 +56,47 @@ class LogRows:
             (entity, genesis.id, genesis.raw, source, now),
         )
         self.db.execute("UPDATE entities SET equivocated=1 WHERE id=?", (entity,))
+
+    def freeze(self, entity: bytes, detail: str, now: int) -> list[tuple[bytes, str, bool]]:
+        """Mark every event of an equivocated entity invalid (``equivocation``), show
+        it by its lowest genesis, and drop its heads. Returns (id, type, valid
+        before) of the events whose verdict changed."""
+        rows = self.db.execute(
+            "SELECT e.id, e.type, v.id IS NULL FROM events e LEFT JOIN verdicts v ON v.id = e.id"
+            " WHERE e.entity=? AND (v.id IS NULL OR v.reason != 'equivocation' OR v.detail != ?)",
+            (entity, detail),
+        ).fetchall()
+        self.db.executemany(
+            "INSERT OR REPLACE INTO verdicts VALUES (?, ?, 'equivocation', ?, ?)",
+            [(r[0], entity, detail, now) for r in rows],
+        )
+        self.db.execute("DELETE FROM heads WHERE entity=?", (entity,))
+        first = self.db.execute(
+            "SELECT id, raw FROM events WHERE entity=? AND depth=0 ORDER BY id LIMIT 1", (entity,)
+        ).fetchone()
+        if first is not None:
+            doc = orjson.loads(first[1])
+            self.db.execute(
+                "UPDATE entities SET genesis=?, creator=?, kind=?, name=? WHERE id=?",
+                (
+                    first[0],
+                    parse_agent(doc["author"]),
+                    doc["data"]["kind"],
+                    doc["data"].get("name"),
+                    entity,
+                ),
+            )
+        return [(r[0], r[1], bool(r[2])) for r in rows]
+
+    def geneses(self, entity: bytes) -> int:
+        """How many different geneses of ``entity`` are held (stored or kept as evidence)."""
+        return int(
+            self.db.execute(
+                "SELECT count(*) FROM (SELECT id FROM events WHERE entity=? AND depth=0"
+                " UNION SELECT genesis FROM equivocations WHERE entity=?)",
+                (entity, entity),
+            ).fetchone()[0]
+        )
 
     # -- events ------------------------------------------------------------------
 

@@ -30,8 +30,11 @@ class ReplicationRows:
             "SELECT id FROM events e WHERE entity IN ({marks})"
             # Events of agents without a role are not offered: they spread no
             # further than the peer they were sent to. Revoked ones are: every
-            # peer should see what a revoked member still tried.
-            " AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.id = e.id AND v.reason != 'revoked')"
+            # peer should see what a revoked member still tried; and so is
+            # everything of an equivocated entity, so every peer comes to hold
+            # both geneses and reaches the same verdict.
+            " AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.id = e.id"
+            " AND v.reason NOT IN ('revoked', 'equivocation'))"
         )
         return [r[0] for r in in_chunks(self.db, sql, entities)]
 
