@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 import click
 
 from dizzy.cli.output import Output
-from dizzy.peer import LocalPeer
+from dizzy.peer import Home, LocalPeer
 from dizzy.protocol import DizzyError, UsageError
 
-__all__ = ["MAX_DATA_FILE", "DizzyGroup", "check_url", "common", "read_data"]
+__all__ = ["MAX_DATA_FILE", "DizzyGroup", "check_url", "common", "creating_home", "read_data"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,8 +38,19 @@ class DizzyGroup(click.Group):
 
 
 def common(func: F) -> F:
-    """Add --home and --json to a command and hand it an open LocalPeer."""
+    """Add --home and --json to a command and hand it an open LocalPeer.
 
+    The home must exist: a mistyped --home is an error, not a new empty home.
+    """
+    return _with_peer(func, creates_home=False)
+
+
+def creating_home(func: F) -> F:
+    """``common`` for ``init``, the one command that makes a home that does not exist."""
+    return _with_peer(func, creates_home=True)
+
+
+def _with_peer(func: F, *, creates_home: bool) -> F:
     @click.option(
         "--home",
         type=click.Path(file_okay=False, path_type=Path),
@@ -49,7 +60,13 @@ def common(func: F) -> F:
     @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
     @functools.wraps(func)
     def wrapper(home: Path | None, as_json: bool, **kwargs: Any) -> Any:
-        with LocalPeer.open(home, passphrase=_ask_passphrase) as peer:
+        chosen = Home.resolve(home)
+        if not creates_home and not chosen.path.is_dir():
+            raise UsageError(
+                f"no dizzy home at {chosen.path}: make one with `dizzy init"
+                f" --home {chosen.path}`, or check --home and $DIZZY_HOME"
+            )
+        with LocalPeer(chosen, passphrase=_ask_passphrase) as peer:
             return func(peer, Output(as_json), **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -21,7 +21,7 @@ from dizzy.peer.datasets import (
     versions,
 )
 from dizzy.peer.syncing import sync_all
-from dizzy.protocol import parse_entity
+from dizzy.protocol import NotFoundError, TransportError, parse_entity
 
 __all__ = ["fetch_cmd", "ls_cmd", "share_cmd", "versions_cmd"]
 
@@ -157,6 +157,9 @@ def ls_cmd(peer: LocalPeer, out: Output, entity: str, number: int | None) -> Non
 @click.option(
     "--peer", "urls", multiple=True, help="Peer URL to fetch from (default: known peers)."
 )
+@click.option(
+    "--offline", is_flag=True, help="Do not update the dataset's events from peers first."
+)
 @common
 def fetch_cmd(
     peer: LocalPeer,
@@ -165,23 +168,37 @@ def fetch_cmd(
     dest: Path,
     number: int | None,
     urls: tuple[str, ...],
+    offline: bool,
 ) -> None:
     """Fetch a dataset version into a folder, verified against its signed events.
 
-    Gets the dataset's events first if this peer lacks them (and follows
-    it), then every chunk without a copy here, from all peers in parallel;
-    each is checked against its hash before it is written. Interrupted? Run
-    it again: chunks already written are not fetched twice.
+    Brings the dataset's events up to date from the peers first (and follows
+    it; --offline skips this), then fetches every chunk without a copy here,
+    from all peers in parallel; each is checked against its hash before it
+    is written. Interrupted? Run it again: chunks already written are not
+    fetched twice.
 
     \b
     Example:
       dizzy fetch en_… --to ./survey
+      dizzy fetch en_… --to ./survey --peer http://10.0.0.7:7777 --version 2
     """
     parse_entity(entity)
     peers = [check_url(u) for u in urls] or [p["url"] for p in peer.store.peers()]
-    if peer.store.entity(entity) is None or not versions(peer, entity):
+    if not offline and peers:
         peer.store.follow(entity)
-        asyncio.run(sync_all(peer, peers))
+        run = asyncio.run(sync_all(peer, peers))
+        if peer.store.entity(entity) is None and run.failed:
+            raise TransportError(
+                f"could not get {entity}: "
+                + "; ".join(f"{url}: {error}" for url, error in run.failed)
+            )
+    if peer.store.entity(entity) is None:
+        raise NotFoundError(
+            f"no entity {entity} here"
+            + (", and no peer had it" if peers and not offline else "")
+            + ("" if peers else ": name a peer that has it with --peer URL")
+        )
     version = pick(peer, entity, number)
     report = FetchReport()  # wrong answers are recorded as strikes by the fetch itself
     manifest = asyncio.run(fetch_manifest(peer, version, peers, report))

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from dizzy.cli.common import common
+from dizzy.cli.common import common, creating_home
 from dizzy.cli.output import Output
 from dizzy.peer import LocalPeer
 
@@ -15,7 +15,7 @@ __all__ = ["init", "show_id"]
 
 @click.command()
 @click.option("--encrypt", is_flag=True, help="Protect the key with a passphrase.")
-@common
+@creating_home
 def init(peer: LocalPeer, out: Output, encrypt: bool) -> None:
     """Create this home's agent identity (an Ed25519 keypair).
 

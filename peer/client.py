@@ -13,6 +13,7 @@ TransportError naming it (docs/protocol.md#what-a-client-reads).
 from __future__ import annotations
 
 import asyncio
+import os
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -180,6 +181,12 @@ class Client:
                 self._pool.http.request(method, where, data=body, headers=headers) as answer,
             ):
                 if answer.status != (206 if first else 200):
+                    if not answer.content_type.startswith("application/json"):
+                        # dizzy answers every error in JSON: this is something else.
+                        raise TransportError(
+                            f"{self.url} is not a dizzy peer (HTTP {answer.status},"
+                            f" {answer.content_type or 'no content type'}, for {path})"
+                        )
                     reason = await _reason(answer)
                     raise TransportError(f"{where}: HTTP {answer.status} {reason}".rstrip())
                 given = answer.headers.get("Content-Range", "")
@@ -213,7 +220,7 @@ class Client:
                     f" plus 1 s per {deadlines.min_rate:g} bytes)",
                     url=self.url,
                 ) from exc
-            raise TransportError(f"{self.url}: {exc.__class__.__name__}: {exc}") from exc
+            raise TransportError(f"{self.url}: {_plain(exc)}") from exc
         finally:
             self.bytes_received += received
         return received
@@ -306,6 +313,21 @@ class Client:
             exact=span if size is not None else None,
             first=first,
         )
+
+
+def _plain(exc: BaseException) -> str:
+    """An aiohttp failure in a user's words, without its internals."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        error = exc.os_error
+        cause = os.strerror(error.errno) if error.errno else error.strerror or "no answer"
+        return f"cannot connect ({cause.lower()}); is the peer running?"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the peer closed the connection"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the answer broke off"
+    return f"{exc.__class__.__name__}: {exc}"
 
 
 async def _reason(answer: aiohttp.ClientResponse) -> str:

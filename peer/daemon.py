@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import random
 import signal
@@ -25,6 +26,7 @@ from dizzy.peer.local import LocalPeer
 from dizzy.peer.server import make_app
 from dizzy.peer.service import PeerService
 from dizzy.peer.syncing import DEFAULT_INTERVAL_S, MAX_BACKOFF_S, sync_and_record
+from dizzy.protocol import UsageError
 
 __all__ = ["DEFAULT_INTERVAL_S", "HEADER_TIMEOUT_S", "MAX_BACKOFF_S", "gossip_round", "serve"]
 
@@ -60,7 +62,17 @@ async def serve(
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, shutdown_timeout=5)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        service.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(
+                f"port {port} is in use on {host}: is a daemon running already?"
+                " Choose another with --port"
+            ) from None
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     server = site._server
     bound = server.sockets[0].getsockname()[1] if server is not None else port  # type: ignore[attr-defined]
     url = f"http://{host}:{bound}"
