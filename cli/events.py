@@ -11,7 +11,13 @@ from dizzy.cli.output import Output, short, table, when
 from dizzy.peer import LocalPeer
 from dizzy.protocol import Event
 
-__all__ = ["append", "entity", "log", "show"]
+__all__ = [
+    "append",
+    "entity",
+    "heads",
+    "log",
+    "show",
+]
 
 
 @click.group()
@@ -93,6 +99,22 @@ def append(
     """
     event = peer.append(entity, type, read_data(data), expected_heads=list(expect_heads) or None)
     out.emit(event.to_json(), event.event_id)
+
+
+@click.command()
+@click.argument("entity")
+@common
+def heads(peer: LocalPeer, out: Output, entity: str) -> None:
+    """Print ENTITY's current heads, one per line: the events a new event names
+    as its parents (several after concurrent writes).
+
+    \b
+    Examples:
+      dizzy heads en_…
+      dizzy append en_… edit --data '{"line": 3}' $(dizzy heads en_… | sed 's/^/--expect-head=/')
+    """
+    found = peer.heads(entity)
+    out.emit(found, found)
 
 
 def _event_row(e: Event) -> list[object]:

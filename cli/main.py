@@ -42,6 +42,7 @@ app.add_command(events.entity)
 app.add_command(events.append)
 app.add_command(events.log)
 app.add_command(events.show)
+app.add_command(events.heads)
 # verification and proofs
 app.add_command(proofs.verify)
 app.add_command(proofs.proof)

@@ -13,8 +13,8 @@ TransportError naming it (docs/protocol.md#what-a-client-reads).
 from __future__ import annotations
 
 import asyncio
-import os
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any

@@ -166,6 +166,11 @@ class LocalPeer:
             raise NotFoundError(f"no event {event} in this store")
         return found
 
+    def heads(self, entity: str) -> list[str]:
+        """The entity's current heads (sorted ids)."""
+        self._require(entity)
+        return self.store.heads(entity)
+
     def log(self, entity: str, *, invalid: bool = False) -> list[Event]:
         self._require(entity)
         return self.store.events(entity, invalid=invalid)

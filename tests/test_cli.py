@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 import pytest
+from helpers import child
 from rich.cells import cell_len
 
 from dizzy.cli.main import app
@@ -270,6 +271,7 @@ COMMANDS = {
         "fetch",
         "follow",
         "grant",
+        "heads",
         "id",
         "init",
         "log",
@@ -350,3 +352,26 @@ def test_tables_right_align_numbers_and_never_wrap() -> None:
     ]
     assert table([["role", "ag_1"]], indent="  ") == ["  role  ag_1"]
     assert table([]) == []
+
+
+def test_the_optimistic_concurrency_recipe_works_with_two_heads(home: Path) -> None:
+    """docs/user-guide.md: append only if none of the heads moved, however many."""
+    entity = dizzy(home, "entity", "create", "--kind", "doc").stdout.strip()
+    root = dizzy(home, "append", entity, "note").stdout.strip()
+    with LocalPeer.open(home) as peer:  # a concurrent write from another device of ours
+        fork = child(peer.identity, [peer.show(root)], {"from": "elsewhere"})
+        peer.ingest([fork.raw], source="test")
+        other = peer.store.append(peer.identity, entity, "note", {"x": 1}, clock=1)
+    tips = dizzy(home, "heads", entity).stdout.split()
+    assert len(tips) == 1 and tips == [other.event_id]  # the merge names both
+    with LocalPeer.open(home) as peer:
+        late = child(peer.identity, [peer.show(root)], {"late": True})
+        peer.ingest([late.raw], source="test")
+    tips = dizzy(home, "heads", entity).stdout.split()
+    assert sorted(tips) == sorted([other.event_id, late.event_id])
+    expect = [f"--expect-head={t}" for t in tips]
+    stale = dizzy(home, "append", entity, "edit", f"--expect-head={tips[0]}", check=False)
+    assert stale.returncode == 1 and "moved" in stale.stderr
+    merged = dizzy_json(home, "append", entity, "edit", *expect)
+    assert sorted(merged["parents"]) == sorted(tips)
+    assert dizzy_json(home, "heads", entity) == [merged["id"]]
