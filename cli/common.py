@@ -61,12 +61,7 @@ def _with_peer(func: F, *, creates_home: bool) -> F:
     @functools.wraps(func)
     def wrapper(home: Path | None, as_json: bool, **kwargs: Any) -> Any:
         chosen = Home.resolve(home)
-        if not creates_home and not chosen.path.is_dir():
-            raise UsageError(
-                f"no dizzy home at {chosen.path}: make one with `dizzy init"
-                f" --home {chosen.path}`, or check --home and $DIZZY_HOME"
-            )
-        with LocalPeer(chosen, passphrase=_ask_passphrase) as peer:
+        with LocalPeer(chosen, passphrase=_ask_passphrase, create=creates_home) as peer:
             return func(peer, Output(as_json), **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -39,8 +39,17 @@ PassphraseSource = Callable[[], str | None]
 class LocalPeer:
     """Identity and log of one home. Opens the database lazily."""
 
-    def __init__(self, home: Home, *, passphrase: PassphraseSource | None = None) -> None:
+    def __init__(
+        self,
+        home: Home,
+        *,
+        passphrase: PassphraseSource | None = None,
+        create: bool = True,
+    ) -> None:
+        """``create``: make the home folder if it does not exist, on first use;
+        else a missing home is a UsageError (a mistyped --home is not a new home)."""
         self.home = home
+        self._create = create
         self._passphrase = passphrase
         self._store: Store | None = None
         self._blobs: BlobStore | None = None
@@ -72,16 +81,24 @@ class LocalPeer:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.home.ensure().database)
+            self._store = Store(self._home().database)
         return self._store
 
     @property
     def blobs(self) -> BlobStore:
         """Chunks and manifests, and where fetched chunks lie (dizzy.peer.blobs)."""
         if self._blobs is None:
-            home = self.home.ensure()
+            home = self._home()
             self._blobs = BlobStore(home.path / "blobs", home.places)
         return self._blobs
+
+    def _home(self) -> Home:
+        if not self._create and not self.home.path.is_dir():
+            raise UsageError(
+                f"no dizzy home at {self.home.path}: make one with `dizzy init"
+                f" --home {self.home.path}`, or check --home and $DIZZY_HOME"
+            )
+        return self.home.ensure()
 
     # -- identity -------------------------------------------------------------
 
@@ -94,11 +111,12 @@ class LocalPeer:
 
     @property
     def agent_id(self) -> str:
-        return read_agent_id(self.home.key_file)
+        return read_agent_id(self._home().key_file)
 
     @property
     def identity(self) -> Keypair:
         if self._identity is None:
+            self._home()
             secret = os.environ.get("DIZZY_PASSPHRASE")
             if secret is None and self._passphrase and is_sealed(self.home.key_file):
                 secret = self._passphrase()
