@@ -55,18 +55,9 @@ class Step:
         self.flow = flow
         self.fn = fn
         self.name = _step_name(fn, name)
-        self.consumes = _types(consumes, "consumes")
-        if not self.consumes:
-            raise UsageError(f"{self.name}: consumes names at least one event type")
-        if on_error not in ("continue", "block"):
-            raise UsageError(f"{self.name}: on_error is 'continue' or 'block', got {on_error!r}")
-        self.on_error: OnError = "block" if on_error == "block" else "continue"
-        if type(retries) is not int or not 0 <= retries <= 100:
-            raise UsageError(f"{self.name}: retries is an integer from 0 to 100, got {retries!r}")
-        self.retries = retries
-        if not isinstance(version, str) or not version or len(version) > 64:
-            raise UsageError(f"{self.name}: version is a non-empty string of up to 64 characters")
-        self.version = version
+        self.consumes, self.on_error, self.retries, self.version = _policy(
+            self.name, consumes, on_error, retries, version
+        )
         _takes_two(fn, self.name)
 
     @property
@@ -116,13 +107,7 @@ class Handler(Step):
             version=version,
             name=name,
         )
-        self._emits = _types(emits, "emits")
-        for type_ in self._emits:
-            if type_.startswith(RESERVED_PREFIX):
-                raise UsageError(f"{self.name}: types under {RESERVED_PREFIX!r} are not emitted")
-        loop = sorted(set(self.consumes) & set(self._emits))
-        if loop:
-            raise UsageError(f"{self.name} would consume what it emits ({', '.join(loop)})")
+        self._emits = _emitted(self.name, self.consumes, emits)
         self.invalidated: HandlerFn | None = None
         if on_invalidated is not None:
             self.on_invalidated(on_invalidated)
@@ -173,10 +158,7 @@ class Projection(Step):
             version=version,
             name=name,
         )
-        self.tables = tuple(tables)
-        for table in self.tables:
-            if not isinstance(table, str) or not _TABLE_RE.match(table):
-                raise UsageError(f"{self.name}: bad table name {table!r}")
+        self.tables = _tables(self.name, tables)
 
     def __call__(self, event: FlowEvent, db: ProjectionDB) -> object:
         return self.fn(event, db)
@@ -226,6 +208,8 @@ class Flow:
         one of its events is parked; ``retries`` is how many times a failing call is
         tried again (with back-off) before the event is parked.
         """
+        where = name or "@flow.handler"  # checked now, before a function is given
+        _emitted(where, _policy(where, consumes, on_error, retries, version)[0], emits)
 
         def declare(fn: HandlerFn) -> Handler:
             step = Handler(
@@ -256,6 +240,9 @@ class Flow:
         tables: Iterable[str] = (),
     ) -> Callable[[ProjectionFn], Projection]:
         """Declare a projection: ``fn(event, db)`` writes its own tables through ``db``."""
+        where = name or "@flow.projection"  # checked now, before a function is given
+        _policy(where, consumes, on_error, retries, version)
+        _tables(where, tables)
 
         def declare(fn: ProjectionFn) -> Projection:
             step = Projection(
@@ -290,6 +277,41 @@ class Flow:
     def _add(self, step: Step) -> None:
         if step.name in self.handlers or step.name in self.projections:
             raise UsageError(f"{self.name} has a handler or projection named {step.name} already")
+
+
+def _policy(
+    where: str, consumes: str | Sequence[str], on_error: str, retries: int, version: str
+) -> tuple[tuple[str, ...], OnError, int, str]:
+    """(consumes, on_error, retries, version), checked."""
+    types = _types(consumes, "consumes")
+    if not types:
+        raise UsageError(f"{where}: consumes names at least one event type")
+    if on_error not in ("continue", "block"):
+        raise UsageError(f"{where}: on_error is 'continue' or 'block', got {on_error!r}")
+    if type(retries) is not int or not 0 <= retries <= 100:
+        raise UsageError(f"{where}: retries is an integer from 0 to 100, got {retries!r}")
+    if not isinstance(version, str) or not version or len(version) > 64:
+        raise UsageError(f"{where}: version is a non-empty string of up to 64 characters")
+    return types, "block" if on_error == "block" else "continue", retries, version
+
+
+def _emitted(where: str, consumes: tuple[str, ...], emits: Iterable[str]) -> tuple[str, ...]:
+    types = _types(emits, "emits")
+    for type_ in types:
+        if type_.startswith(RESERVED_PREFIX):
+            raise UsageError(f"{where}: types under {RESERVED_PREFIX!r} are not emitted")
+    loop = sorted(set(consumes) & set(types))
+    if loop:
+        raise UsageError(f"{where} would consume what it emits ({', '.join(loop)})")
+    return types
+
+
+def _tables(where: str, tables: Iterable[str]) -> tuple[str, ...]:
+    names = (tables,) if isinstance(tables, str) else tuple(tables)
+    for table in names:
+        if not isinstance(table, str) or not _TABLE_RE.match(table):
+            raise UsageError(f"{where}: bad table name {table!r}")
+    return names
 
 
 def _types(value: str | Iterable[str], what: str) -> tuple[str, ...]:

@@ -71,7 +71,7 @@ def test_bad_handler_declarations_fail_where_they_are_made(
 ) -> None:
     flow = Flow("f")
     with pytest.raises(UsageError, match=message):
-        flow.handler(**kwargs)(noop)
+        flow.handler(**kwargs)  # before any function is given
 
 
 def test_names_and_signatures_are_checked() -> None:
