@@ -268,6 +268,7 @@ COMMANDS = {
         "bundle",
         "entity",
         "fetch",
+        "flow",
         "follow",
         "grant",
         "id",
@@ -287,6 +288,7 @@ COMMANDS = {
     },
     "bundle": {"export", "import"},
     "entity": {"create", "list"},
+    "flow": {"graph", "parked", "rebuild", "retry", "run", "skip", "status"},
     "peer": {"add", "list", "remove", "run"},
     "quarantine": {"list", "why"},
 }
