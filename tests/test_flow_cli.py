@@ -68,10 +68,8 @@ def setup(tmp_path: Path) -> tuple[Path, Path, list[str]]:
 
 def test_run_status_parked_retry_and_rebuild(setup: tuple[Path, Path, list[str]]) -> None:
     home, flowfile, (_, unlucky, _) = setup
-    broken = {"BROKEN": "1"}
-    counts = json.loads(
-        dizzy(home, "flow", "run", str(flowfile), "--drain", "--json", **broken).stdout
-    )
+    run = dizzy(home, "flow", "run", str(flowfile), "--drain", "--json", BROKEN="1")
+    counts = json.loads(run.stdout)
     assert (counts["handled"], counts["emitted"], counts["parked"]) == (3, 2, 1)
     rows = {r["step"]: r for r in dizzy_json(home, "flow", "status")}
     assert set(rows) == {"payments/authorize", "payments/totals"}
