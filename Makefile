@@ -8,7 +8,7 @@ HOME_FLAG := $(if $(HOME_DIR),--home $(HOME_DIR))
 .PHONY: run test lint typecheck pytest bench demo clean
 
 # Strict editable installs link each module: reinstall when a package folder gains or loses a file.
-$(BIN)/.installed: pyproject.toml protocol peer cli
+$(BIN)/.installed: pyproject.toml protocol peer flow cli
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# strict editable mode: type checkers see the dizzy.* package as installed
@@ -30,11 +30,11 @@ test: lint typecheck pytest
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	# the layers: protocol imports neither peer nor cli, peer does not import cli
+	# the layers: cli over flow over peer over protocol, none imports a layer above it
 	$(BIN)/lint-imports --no-logo
 
 typecheck: $(BIN)/.installed
-	$(BIN)/mypy -p dizzy.protocol -p dizzy.peer -p dizzy.cli
+	$(BIN)/mypy -p dizzy.protocol -p dizzy.peer -p dizzy.flow -p dizzy.cli
 	$(BIN)/mypy tests bench
 
 pytest: $(BIN)/.installed

@@ -269,6 +269,7 @@ COMMANDS = {
         "bundle",
         "entity",
         "fetch",
+        "flow",
         "follow",
         "grant",
         "heads",
@@ -289,6 +290,7 @@ COMMANDS = {
     },
     "bundle": {"export", "import"},
     "entity": {"create", "list"},
+    "flow": {"graph", "parked", "rebuild", "retry", "run", "skip", "status"},
     "peer": {"add", "list", "remove", "run"},
     "quarantine": {"list", "why"},
 }

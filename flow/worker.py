@@ -1,0 +1,258 @@
+"""One step (handler or projection) following the feed: its queue, its decisions, its retries.
+
+A step's queue is the feed's changes of the types it consumes after its
+position, and before them the parked events someone asked to try again.
+For each, the worker decides (``classify``) whether to run the step, skip
+the change, note it, or hold it behind a parked event of the same entity;
+it decides once before running anything, and again inside the transaction
+that records the outcome, under the write lock, where the answer cannot
+change any more. The worker's position is compare-and-set in that
+transaction: a second runner on the same home that got there first wins,
+and this one throws its work away.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+from dizzy.flow import tables
+from dizzy.flow.cause import Reaction
+from dizzy.flow.declare import Step
+from dizzy.peer.clock import now_ms
+from dizzy.peer.records import Records
+from dizzy.peer.reports import ChangeKind
+from dizzy.peer.store import Store
+from dizzy.peer.transaction import Transaction
+from dizzy.protocol import Event, Keypair, decode_event, event_id, parse_entity, parse_event
+
+__all__ = ["Counts", "Item", "Options", "Worker"]
+
+Decision = Literal["run", "skip", "gone", "duplicate", "blocked", "note", "rebuild"]
+
+
+@dataclass(slots=True)
+class Counts:
+    """What a runner did: changes taken off queues and what came of them."""
+
+    done: int = 0  # changes and retried parked events taken off a queue
+    handled: int = 0  # runs of a handler or projection that committed
+    emitted: int = 0
+    parked: int = 0
+    duplicates: int = 0  # events the log held an answer to already
+    invalidated: int = 0  # handled events that became invalid
+    rebuilt: int = 0
+    failures: int = 0  # failed runs (each retried or parked)
+
+    def add(self, other: Counts) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def __iadd__(self, other: Counts) -> Counts:
+        self.add(other)
+        return self
+
+    def to_json(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One entry of a step's queue: a change of the feed, or a parked event to retry."""
+
+    position: int
+    event: bytes
+    entity: bytes
+    type: str
+    change: ChangeKind
+    parked: bool = False
+
+    @property
+    def reaction(self) -> Reaction:
+        return "invalidated" if self.change == "invalidated" else "stored"
+
+    @property
+    def row(self) -> tuple[bytes, str, int, bytes, str]:
+        return self.event, self.reaction, self.position, self.entity, self.type
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    backoff: float = 0.2  # seconds before the first retry; doubled for each next one
+    batch: int = 100  # queue entries read at a time
+
+
+@dataclass(slots=True)
+class Attempt:
+    """The failures of the entry at the head of a queue, while it is retried."""
+
+    key: tuple[bytes, str]
+    tries: int = 0
+    due: float = 0.0
+
+
+@dataclass(slots=True)
+class Worker:
+    step: Step
+    id: int  # the step's row in flow_steps
+    store: Store
+    identity: Keypair
+    options: Options
+    expected: int = 0  # the position this worker last read or wrote
+    replay_until: int = 0
+    attempt: Attempt | None = None
+    _kinds: dict[bytes, str] = field(default_factory=dict)
+
+    @property
+    def due(self) -> float:
+        """When (time.monotonic) the head of the queue may be tried again; 0: now."""
+        return self.attempt.due if self.attempt is not None else 0.0
+
+    def step_once(self) -> Counts:
+        """Take up to a batch of entries off the queue (none while backing off)."""
+        raise NotImplementedError
+
+    # -- the queue --------------------------------------------------------------------
+
+    def items(self) -> list[Item]:
+        records, batch = self.store.records, self.options.batch
+        rows = tables.parked_for_retry(records, self.id, batch)
+        if rows:
+            return [
+                Item(p, bytes(e), bytes(n), t, "stored" if c == "stored" else "invalidated", True)
+                for e, c, p, n, t, _ in rows
+            ]
+        self.expected, self.replay_until = tables.position(records, self.id)
+        changes = self.store.changes_after(self.expected, batch, self.step.consumes)
+        return [
+            Item(c.position, parse_event(c.event), parse_entity(c.entity), c.type, c.kind)
+            for c in changes
+        ]
+
+    def ours(self, records: Records, item: Item) -> bool:
+        """Inside the transaction: nobody took this entry off the queue meanwhile."""
+        if item.parked:
+            return tables.waiting_for_retry(records, self.id, item.event, item.reaction)
+        return tables.position(records, self.id)[0] == self.expected
+
+    def advance(self, tx: Transaction, item: Item) -> None:
+        """Take ``item`` off the queue (the caller sets ``expected`` once committed)."""
+        if item.parked:
+            tables.unpark(tx, self.id, item.event, item.reaction)
+        else:
+            tables.set_position(tx, self.id, item.position)
+
+    # -- decisions --------------------------------------------------------------------
+
+    def classify(self, records: Records, item: Item) -> tuple[Decision, bytes | None]:
+        """What to do with ``item`` (and the parked event that blocks it, if any)."""
+        if item.parked and not tables.waiting_for_retry(
+            records, self.id, item.event, item.reaction
+        ):
+            return "gone", None  # retried or skipped by someone else meanwhile
+        if item.change == "invalidated":
+            if not tables.handled(records, self.id, item.event, "stored"):
+                return "skip", None  # never acted on: nothing to answer
+            return self.on_invalidated(records, item)
+        if not self.kind_ok(records, item.entity):
+            return "skip", None
+        # Invalid by now (a revoke came after): its invalidation is on the way, and
+        # it was never handled, so there is nothing to undo.
+        if item.event in records.verdicts_of(item.entity):
+            return "skip", None
+        if tables.handled(records, self.id, item.event, "stored"):
+            return "skip", None  # admitted again after an invalidation: once is enough
+        return self.before_run(records, item)
+
+    def on_invalidated(self, records: Records, item: Item) -> tuple[Decision, bytes | None]:
+        raise NotImplementedError
+
+    def before_run(self, records: Records, item: Item) -> tuple[Decision, bytes | None]:
+        if self.step.on_error == "block":
+            first = tables.blocker(
+                records, self.id, item.entity, item.position if item.parked else None
+            )
+            if first is not None and first != item.event:
+                return "blocked", first
+        return "run", None
+
+    def kind_ok(self, records: Records, entity: bytes) -> bool:
+        kinds = self.step.flow.kinds
+        if kinds is None:
+            return True
+        kind = self._kinds.get(entity)
+        if kind is None:
+            row = records.entity_row(entity)
+            raw = records.raw(row[0]) if row is not None else None
+            if raw is None:
+                return False
+            kind = str(decode_event(raw, verify=False).body.data["kind"])
+            self._kinds[entity] = kind
+        return kind in kinds
+
+    def settle(
+        self, tx: Transaction, item: Item, decision: Decision, blocker: bytes | None
+    ) -> Counts:
+        """Record a decision that runs nothing, and take the item off the queue."""
+        counts = Counts(done=1)
+        if decision == "gone":
+            return Counts()
+        if decision == "duplicate":
+            tables.mark_handled(tx, self.id, item.event, item.reaction)
+            tables.count(tx, self.id, duplicates=1)
+            counts.duplicates = 1
+        elif decision == "note":
+            tables.mark_handled(tx, self.id, item.event, "invalidated")
+            tables.count(tx, self.id, invalidated=1)
+            counts.invalidated = 1
+        elif decision == "blocked":
+            assert blocker is not None
+            why = ("blocked", f"waiting behind {event_id(blocker)}", None)
+            tables.park(tx, self.id, item.row, why, 0, now_ms())
+            counts.parked = 1
+            if not item.parked:
+                tables.set_position(tx, self.id, item.position)
+            return counts
+        self.advance(tx, item)
+        return counts
+
+    # -- failures ---------------------------------------------------------------------
+
+    def fail(self, item: Item, exc: BaseException, reason: str = "handler_error") -> Counts:
+        """A run failed: try again after a back-off, or park the event after the last try."""
+        key = (item.event, item.reaction)
+        if self.attempt is None or self.attempt.key != key:
+            self.attempt = Attempt(key)
+        self.attempt.tries += 1
+        error = f"{type(exc).__name__}: {exc}"
+        trace = "".join(traceback.format_exception(exc))
+        if self.attempt.tries > self.step.retries:
+            tries, self.attempt = self.attempt.tries, None
+            counts = self.park(item, (reason, error, trace), tries)
+            counts.failures = 1
+            return counts
+        self.attempt.due = time.monotonic() + self.options.backoff * 2 ** (self.attempt.tries - 1)
+        with self.store.transaction() as tx:
+            tables.note_error(tx, self.id, error, now_ms())
+        return Counts(failures=1)
+
+    def park(self, item: Item, why: tuple[str, str, str | None], attempts: int) -> Counts:
+        """Give up on ``item`` for now: park it with (reason, error, traceback), go on."""
+        self.attempt = None
+        with self.store.transaction() as tx:
+            if not self.ours(tx.records, item):
+                return Counts()
+            tables.park(tx, self.id, item.row, why, attempts, now_ms())
+            tables.note_error(tx, self.id, f"{why[0]}: {why[1]}", now_ms())
+            if not item.parked:
+                tables.set_position(tx, self.id, item.position)
+        if not item.parked:
+            self.expected = item.position
+        return Counts(done=1, parked=1)
+
+    def load(self, records: Records, item: Item) -> Event:
+        raw = records.raw(item.event)
+        assert raw is not None, "the feed names stored events"
+        return decode_event(raw, verify=False)
