@@ -79,6 +79,11 @@ def make_updates(peer_id: int, count: int) -> list[bytes]:
     return out
 
 
+def count_of(doc: LoroDoc) -> float:
+    value: Any = doc.get_deep_value()
+    return float(value["root"]["count"])
+
+
 def run(edits: int, big: int, folder: Path) -> dict[str, float]:
     figures: dict[str, float] = {}
     with LocalPeer.open(folder / "author") as author:
@@ -125,7 +130,7 @@ def run(edits: int, big: int, folder: Path) -> dict[str, float]:
         for i in range(0, big, 2000):
             items = [(DOC_UPDATE, update_data("bench", u)) for u in made[i : i + 2000]]
             home.store.append_many(home.identity, entity, items, clock=now_ms())
-        expected = bare.get_deep_value()["root"]["count"]
+        expected = int(count_of(bare))
         start = time.perf_counter()
         assert home.doc(entity).value("count") == expected
         figures["cold_s"] = time.perf_counter() - start
