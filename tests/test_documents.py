@@ -252,7 +252,7 @@ def test_update_data_is_exactly_one_form() -> None:
 
 def test_peer_ids_are_64_bit_and_fixed() -> None:
     agent = "ag_rkeohxlubhyzl7ks3mwtzos5olfgocn7dwkbeg7toseadnapn5oa"
-    assert doc_peer_id(agent) == doc_peer_id(agent)
+    assert doc_peer_id(agent) == 9463781195831564415  # docs/protocol.md#documents
     assert 0 <= doc_peer_id(agent) < 2**64 - 1
 
 
