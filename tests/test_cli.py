@@ -266,6 +266,7 @@ COMMANDS = {
     "": {
         "append",
         "bundle",
+        "doc",
         "entity",
         "fetch",
         "follow",
@@ -286,6 +287,7 @@ COMMANDS = {
         "versions",
     },
     "bundle": {"export", "import"},
+    "doc": {"create", "del", "edit", "history", "incr", "push", "set", "show", "text"},
     "entity": {"create", "list"},
     "peer": {"add", "list", "remove", "run"},
     "quarantine": {"list", "why"},
