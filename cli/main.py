@@ -6,7 +6,7 @@ status, never a traceback (exit 1: a dizzy error or a failed verification;
 exit 2: the command line itself is wrong).
 
 The commands live in their own modules (identity, events, proofs, access,
-network, bundles, files, flow) and are registered here, one by one: what ``dizzy``
+network, bundles, files, flow, documents) and are registered here, one by one: what ``dizzy``
 offers is this list, not whatever happened to be imported.
 """
 
@@ -14,7 +14,17 @@ from __future__ import annotations
 
 import click
 
-from dizzy.cli import access, bundles, events, files, flow, identity, network, proofs
+from dizzy.cli import (
+    access,
+    bundles,
+    documents,
+    events,
+    files,
+    flow,
+    identity,
+    network,
+    proofs,
+)
 from dizzy.cli.common import DizzyGroup
 
 __all__ = ["app"]
@@ -63,3 +73,5 @@ app.add_command(files.ls_cmd)
 app.add_command(files.fetch_cmd)
 # flows: handlers and projections over the log (docs/flows.md)
 app.add_command(flow.flow_group)
+# documents (docs/documents.md)
+app.add_command(documents.doc)

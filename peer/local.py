@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dizzy.peer.blobs import BlobStore
 from dizzy.peer.clock import now_ms
@@ -30,6 +30,9 @@ from dizzy.protocol import (
     revoke_data,
     verify_entity,
 )
+
+if TYPE_CHECKING:
+    from dizzy.peer.documents import Document
 
 __all__ = ["LocalPeer"]
 
@@ -142,6 +145,12 @@ class LocalPeer:
         return self.store.append(
             self.identity, entity, type, data, clock=now_ms(), expected_heads=expected_heads
         )
+
+    def doc(self, entity: str) -> Document:
+        """The document ``entity`` (docs/documents.md); edit it in ``with doc.change():``."""
+        from dizzy.peer.documents import Document  # documents.py builds on this module
+
+        return Document(self, entity)
 
     def grant(self, entity: str, agent: str, role: str) -> Event:
         """Give ``agent`` a role on ``entity`` (docs/permissions.md)."""

@@ -9,6 +9,18 @@ the modules below, so the modules can move without touching their callers.
 
 from dizzy.protocol.bundle import encode_file, parse_file, verify_proof
 from dizzy.protocol.canonical import MAX_NESTING, MAX_SAFE_INTEGER
+from dizzy.protocol.documents import (
+    DOC_KIND,
+    DOC_UPDATE,
+    MAX_INLINE_UPDATE,
+    MAX_MESSAGE_CHARS,
+    MAX_UPDATE_BYTES,
+    UpdateRef,
+    check_peers,
+    decode_update_data,
+    doc_peer_id,
+    update_data,
+)
 from dizzy.protocol.errors import (
     AnswerLimitError,
     BadLinkError,
@@ -105,6 +117,8 @@ from dizzy.protocol.wire import (
 )
 
 __all__ = [
+    "DOC_KIND",
+    "DOC_UPDATE",
     "FRAME_LIMIT",
     "GENESIS",
     "GRANT",
@@ -112,8 +126,10 @@ __all__ = [
     "MAX_CUTOFF",
     "MAX_EVENT_BYTES",
     "MAX_IDS_PER_REQUEST",
+    "MAX_INLINE_UPDATE",
     "MAX_MANIFEST_BYTES",
     "MAX_MESSAGE_BYTES",
+    "MAX_MESSAGE_CHARS",
     "MAX_NESTING",
     "MAX_PARENTS",
     "MAX_PUSH_BYTES",
@@ -121,6 +137,7 @@ __all__ = [
     "MAX_RECONCILE_BYTES",
     "MAX_SAFE_INTEGER",
     "MAX_SCOPE",
+    "MAX_UPDATE_BYTES",
     "PERMISSION_REASONS",
     "PERMISSION_TYPES",
     "RESERVED_SUFFIX",
@@ -157,6 +174,7 @@ __all__ = [
     "UnauthorizedError",
     "UnknownVersionError",
     "UnsignedEvent",
+    "UpdateRef",
     "UsageError",
     "Verdict",
     "Verdicts",
@@ -166,6 +184,7 @@ __all__ = [
     "blob_id",
     "check_blob_id",
     "check_links",
+    "check_peers",
     "closure",
     "decode_depths",
     "decode_event",
@@ -173,6 +192,8 @@ __all__ = [
     "decode_ids",
     "decode_manifest",
     "decode_reconcile",
+    "decode_update_data",
+    "doc_peer_id",
     "encode_depths",
     "encode_events",
     "encode_file",
@@ -191,6 +212,7 @@ __all__ = [
     "revoke_data",
     "safe_path",
     "sign_event",
+    "update_data",
     "verify_entity",
     "verify_proof",
 ]

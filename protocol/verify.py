@@ -132,8 +132,8 @@ def verify_entity(items: Iterable[tuple[str, bytes]], entity: str | None = None)
     if report.equivocated:
         # The entity key signed several geneses: none of its events is valid
         # (docs/protocol.md#equivocation), whatever they link to.
-        why = ("equivocation", f"the entity key signed {len(geneses)} different geneses")
-        reasons.update({e: why for e in depths})
+        frozen = ("equivocation", f"the entity key signed {len(geneses)} different geneses")
+        reasons.update(dict.fromkeys(depths, frozen))
     elif report.creator is not None:
         linked = [_node(e) for e in ordered if e.event_id in depths]
         reasons.update(judge(report.creator, linked).invalid)

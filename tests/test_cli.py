@@ -267,6 +267,7 @@ COMMANDS = {
     "": {
         "append",
         "bundle",
+        "doc",
         "entity",
         "fetch",
         "flow",
@@ -289,6 +290,7 @@ COMMANDS = {
         "versions",
     },
     "bundle": {"export", "import"},
+    "doc": {"create", "del", "edit", "history", "incr", "push", "set", "show", "text"},
     "entity": {"create", "list"},
     "flow": {"graph", "parked", "rebuild", "retry", "run", "skip", "status"},
     "peer": {"add", "list", "remove", "run"},
