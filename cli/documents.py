@@ -7,6 +7,7 @@ import os
 import shlex
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,16 @@ def doc() -> None:
       dizzy doc show en_… --json
       dizzy doc history en_…
     """
+
+
+def _commit(
+    peer: LocalPeer, out: Output, entity: str, message: str, edit: Callable[[Document], None]
+) -> None:
+    """Make ``edit`` on the document as one signed change, and say which event."""
+    document = open_document(peer, entity)
+    with document.change(message):
+        edit(document)
+    _emit_change(out, document)
 
 
 def _emit_change(out: Output, document: Document) -> None:
@@ -88,10 +99,7 @@ def doc_set(
       dizzy doc set en_… budget '{"total": 1200, "spent": 0}'
     """
     parsed = _json_value(value)
-    d = open_document(peer, document)
-    with d.change(message or f"set {path}"):
-        d.set(path, parsed)
-    _emit_change(out, d)
+    _commit(peer, out, document, message or f"set {path}", lambda d: d.set(path, parsed))
 
 
 @doc.command("del")
@@ -106,10 +114,7 @@ def doc_del(peer: LocalPeer, out: Output, document: str, path: str, message: str
     Example:
       dizzy doc del en_… tags.0
     """
-    d = open_document(peer, document)
-    with d.change(message or f"del {path}"):
-        d.delete(path)
-    _emit_change(out, d)
+    _commit(peer, out, document, message or f"del {path}", lambda d: d.delete(path))
 
 
 @doc.command("push")
@@ -128,10 +133,7 @@ def doc_push(
       dizzy doc push en_… tags '"food"'
     """
     parsed = _json_value(value)
-    d = open_document(peer, document)
-    with d.change(message or f"push {path}"):
-        d.push(path, parsed)
-    _emit_change(out, d)
+    _commit(peer, out, document, message or f"push {path}", lambda d: d.push(path, parsed))
 
 
 @doc.command("incr")
@@ -151,10 +153,7 @@ def doc_incr(
     Example:
       dizzy doc incr en_… votes.lisbon 2
     """
-    d = open_document(peer, document)
-    with d.change(message or f"incr {path} {amount}"):
-        d.incr(path, amount)
-    _emit_change(out, d)
+    _commit(peer, out, document, message or f"incr {path} {amount}", lambda d: d.incr(path, amount))
 
 
 @doc.command("text")
@@ -188,8 +187,8 @@ def doc_text(
     """
     if sum(x is not None for x in (insert, delete, append)) != 1:
         raise UsageError("give exactly one of --insert POS STRING, --delete POS LEN, --append")
-    d = open_document(peer, document)
-    with d.change(message or f"text {path}"):
+
+    def edit(d: Document) -> None:
         if insert is not None:
             d.insert_text(path, *insert)
         elif delete is not None:
@@ -197,7 +196,8 @@ def doc_text(
         else:
             assert append is not None
             d.append_text(path, append)
-    _emit_change(out, d)
+
+    _commit(peer, out, document, message or f"text {path}", edit)
 
 
 @doc.command("edit")
