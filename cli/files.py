@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from dizzy.cli.common import check_url, common
-from dizzy.cli.output import Output, table
+from dizzy.cli.output import Output, size, table, when
 from dizzy.peer import LocalPeer
 from dizzy.peer.datasets import (
     FetchReport,
@@ -82,29 +82,71 @@ def _bar(length: int, label: str) -> _Quiet:
 
 @click.command("share")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--name", help="Name of the new dataset (default: the file or folder name).")
-@click.option("--entity", help="Add a new version to this dataset instead.")
+@click.option(
+    "--name",
+    help="The dataset's name (default: the file or folder name). A dataset of yours"
+    " with this name gets a new version.",
+)
+@click.option("--entity", help="Add a new version to this dataset.")
+@click.option("--new", is_flag=True, help="Make a new dataset even if one has this name.")
 @click.option("--message", "-m", default="", help="What changed in this version.")
+@click.option(
+    "--skip-unsafe",
+    is_flag=True,
+    help="Leave out (and list) symbolic links and names that cannot be shared.",
+)
 @common
 def share_cmd(
-    peer: LocalPeer, out: Output, path: Path, name: str | None, entity: str | None, message: str
+    peer: LocalPeer,
+    out: Output,
+    path: Path,
+    name: str | None,
+    entity: str | None,
+    new: bool,
+    message: str,
+    skip_unsafe: bool,
 ) -> None:
     """Share a file or folder as a dataset: chunk it, sign a version; print the entity id.
+
+    Sharing again under the same name adds a version to your dataset of that
+    name; --new makes another. Symbolic links, and names that differ only in
+    case or cannot be written everywhere, are refused before anything is
+    chunked (docs/files.md).
 
     \b
     Examples:
       dizzy share ./survey --name "field survey"
-      dizzy share ./survey --entity en_… -m "June readings"
+      dizzy share ./survey --name "field survey" -m "June readings"
+      dizzy share ./survey --entity en_… --skip-unsafe
     """
     files = [path] if path.is_file() else path.rglob("*")
-    size = sum(p.stat().st_size for p in files if p.is_file())
-    with _bar(size, "chunking") as bar:
-        entity, version = share(
-            peer, path, name=name, entity=entity, message=message, progress=bar.update
+    total = sum(p.stat().st_size for p in files if p.is_file() and not p.is_symlink())
+    with _bar(total, "chunking") as bar:
+        shared = share(
+            peer,
+            path,
+            name=name,
+            entity=entity,
+            new=new,
+            message=message,
+            progress=bar.update,
+            skip_unsafe=skip_unsafe,
         )
+    version = shared.version
+    what = "new dataset" if shared.created else "new version of your dataset"
+    lines = [
+        f"{shared.entity}  version {version.number} ({what}): {version.files} files,"
+        f" {size(version.bytes)}"
+    ]
+    lines += [f"skipped {p}: {why}" for p, why in shared.skipped.items()]
     out.emit(
-        {"entity": entity, **version.to_json()},
-        f"{entity}  version {version.number}: {version.files} files, {version.bytes} bytes",
+        {
+            "entity": shared.entity,
+            "created": shared.created,
+            "skipped": shared.skipped,
+            **version.to_json(),
+        },
+        lines,
     )
 
 
@@ -112,7 +154,7 @@ def share_cmd(
 @click.argument("entity")
 @common
 def versions_cmd(peer: LocalPeer, out: Output, entity: str) -> None:
-    """List the versions of a dataset: number, author, size, message.
+    """List the versions of a dataset: number, date, author, files, size, message.
 
     \b
     Example:
@@ -123,10 +165,11 @@ def versions_cmd(peer: LocalPeer, out: Output, entity: str) -> None:
         [v.to_json() for v in found],
         table(
             (
-                [v.number, v.event, v.author, f"{v.files} files", f"{v.bytes} B", v.message]
+                [v.number, when(v.clock), v.event, v.author, v.files, size(v.bytes), v.message]
                 for v in found
             ),
-            right={0, 3, 4},
+            ["version", "date", "event", "author", "files", "size", "message"],
+            right={0, 4, 5},
         )
         or "no versions",
     )
@@ -224,7 +267,7 @@ def fetch_cmd(
         },
         [
             f"version {version.number} of {entity}: {len(manifest.files)} files,"
-            f" {manifest.size} bytes into {dest} ({report.fetched_bytes} bytes fetched,"
+            f" {size(manifest.size)} into {dest} ({size(report.fetched_bytes)} fetched,"
             f" {report.reused} chunks reused)",
             f"signed by {version.author} ({by}) in {version.event}",
         ],

@@ -15,7 +15,14 @@ import click
 if TYPE_CHECKING:
     from rich.console import JustifyMethod
 
-__all__ = ["Output", "printable", "short", "table", "when"]
+__all__ = [
+    "Output",
+    "printable",
+    "short",
+    "size",
+    "table",
+    "when",
+]
 
 # Bidirectional overrides and isolates reorder what follows them on screen: a name
 # holding one could make a row show other columns than it has.
@@ -38,6 +45,18 @@ class Output:
 def when(ms: int) -> str:
     """A time in the log (ms since the epoch) as UTC, to the second."""
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def size(count: int) -> str:
+    """A number of bytes for people: 980 B, 63.2 MB, 1.1 GB (1 kB = 1000 B)."""
+    if count < 1000:
+        return f"{count} B"
+    value = float(count)
+    for unit in ("kB", "MB", "GB", "TB"):
+        value /= 1000
+        if value < 999.95 or unit == "TB":
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")
 
 
 def short(ident: str) -> str:

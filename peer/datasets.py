@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,13 @@ from dizzy.protocol import (
     UsageError,
     decode_manifest,
     parse_entity,
-    safe_path,
+    unsafe_paths,
 )
 
 __all__ = [
     "VERSION_TYPE",
     "FetchReport",
+    "Shared",
     "Version",
     "fetch_manifest",
     "fetch_tree",
@@ -54,6 +55,7 @@ class Version:
     files: int
     bytes: int
     message: str
+    clock: int  # when its author signed it, in ms since the epoch
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,7 +66,18 @@ class Version:
             "files": self.files,
             "bytes": self.bytes,
             "message": self.message,
+            "clock": self.clock,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """What ``share`` did: the dataset, its new version, and what it left out."""
+
+    entity: str
+    version: Version
+    created: bool  # a new dataset, not a new version of one
+    skipped: dict[str, str] = field(default_factory=dict)  # unsafe path -> why
 
 
 def share(
@@ -73,23 +86,38 @@ def share(
     *,
     name: str | None = None,
     entity: str | None = None,
+    new: bool = False,
     message: str = "",
     progress: Progress | None = None,
-) -> tuple[str, Version]:
-    """Chunk ``path`` (a file or folder) into the blob store and sign a new version."""
+    skip_unsafe: bool = False,
+) -> Shared:
+    """Chunk ``path`` (a file or folder) into the blob store and sign a new version.
+
+    The version goes to ``entity`` (a dataset), else to the one dataset of this
+    name (default: the folder's) that this agent created, else to a new dataset;
+    ``new`` always makes a new one. Symbolic links and names a manifest may not
+    hold are found before anything is chunked: an error, or with
+    ``skip_unsafe`` left out and listed.
+    """
     if not path.exists():
         raise UsageError(f"{path} does not exist")
-    store = peer.blobs
+    name = name or path.name
+    entity = entity or (None if new else _named(peer, name))
+    if entity is not None:
+        found = peer.store.entity(entity)
+        if found is None:
+            raise NotFoundError(f"no entity {entity} in this store")
+        if found.kind != "dataset":
+            raise UsageError(f"{entity} is a {found.kind!r}, not a dataset: it takes no versions")
     root = path if path.is_dir() else path.parent
-    files = sorted(p for p in path.rglob("*")) if path.is_dir() else [path]
+    files, skipped = _shareable(path, root)
+    if skipped and not skip_unsafe:
+        first, why = next(iter(skipped.items()))
+        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        raise UsageError(f"{first} cannot be shared: {why}{more}; --skip-unsafe leaves them out")
+    store = peer.blobs
     entries = []
-    for file in files:
-        if file.is_symlink():
-            raise UsageError(f"{file} is a symbolic link: share its target instead")
-        if not file.is_file():
-            continue
-        relative = file.relative_to(root).as_posix()
-        safe_path(relative)
+    for file, relative in files:
         chunks = []
         for chunk in store.chunk_file(file):
             chunks.append(chunk)
@@ -100,11 +128,41 @@ def share(
     manifest = Manifest.build(entries)
     digest = store.put(manifest.encode())
     store.sync()  # the chunks are durable before a signed version names them
+    created = entity is None
     if entity is None:
-        entity = peer.create_entity("dataset", name or path.name).entity
+        entity = peer.create_entity("dataset", name).entity
     data = {"manifest": digest, "files": len(entries), "bytes": manifest.size, "message": message}
     peer.append(entity, VERSION_TYPE, data)
-    return entity, versions(peer, entity)[-1]
+    return Shared(entity, versions(peer, entity)[-1], created, skipped)
+
+
+def _named(peer: LocalPeer, name: str) -> str | None:
+    """The dataset called ``name`` that this agent created, if there is one."""
+    me = peer.agent_id
+    mine = [e.id for e in peer.store.entities() if e.kind == "dataset" and e.name == name]
+    mine = [e for e in mine if (info := peer.store.entity(e)) and info.creator == me]
+    if len(mine) > 1:
+        raise UsageError(
+            f"{len(mine)} of your datasets are called {name!r} ({', '.join(mine)}):"
+            " choose one with --entity, or make another with --new"
+        )
+    return mine[0] if mine else None
+
+
+def _shareable(path: Path, root: Path) -> tuple[list[tuple[Path, str]], dict[str, str]]:
+    """The files under ``path`` that can be shared (file, manifest path), and the
+    paths that cannot, with why: links and names a manifest may not hold."""
+    found = sorted(path.rglob("*")) if path.is_dir() else [path]
+    files: list[tuple[Path, str]] = []
+    skipped: dict[str, str] = {}
+    for file in found:
+        relative = file.relative_to(root).as_posix()
+        if file.is_symlink():
+            skipped[relative] = "it is a symbolic link (share its target instead)"
+        elif file.is_file():
+            files.append((file, relative))
+    unsafe = unsafe_paths([relative for _, relative in files])
+    return [f for f in files if f[1] not in unsafe], {**skipped, **unsafe}
 
 
 def versions(peer: LocalPeer, entity: str) -> list[Version]:

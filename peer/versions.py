@@ -47,12 +47,23 @@ VERSIONS = Component(
                 "CREATE TABLE dataset_versions_position (position INTEGER NOT NULL)",
                 "INSERT INTO dataset_versions_position VALUES (0)",
             ),
-        )
+        ),
+        Migration(
+            "0002_clock",
+            (
+                # When each version was signed (its author's clock): the table
+                # is made again and refilled from the feed.
+                "DELETE FROM dataset_versions",
+                "ALTER TABLE dataset_versions ADD COLUMN clock INTEGER NOT NULL DEFAULT 0",
+                "UPDATE dataset_versions_position SET position = 0",
+            ),
+        ),
     ],
     tables=("dataset_versions", "dataset_versions_position"),
 )
 
-Row = tuple[str, str, str, int, int, str]  # event, author, manifest, files, bytes, message
+Row = tuple[str, str, str, int, int, str, int]  # event, author, manifest, files, bytes,
+#                                              message, clock
 
 
 def catch_up(store: Store) -> None:
@@ -80,7 +91,9 @@ def _step(tx: Transaction) -> bool:
         event = decode_event(raw, verify=False)
         d = event.body.data
         tx.execute(
-            "INSERT OR REPLACE INTO dataset_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO dataset_versions"
+            " (event, entity, depth, author, manifest, files, bytes, message, clock)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key,
                 parse_entity(event.entity),
@@ -90,6 +103,7 @@ def _step(tx: Transaction) -> bool:
                 int(d.get("files", 0)),
                 int(d.get("bytes", 0)),
                 str(d.get("message", "")),
+                event.body.clock,
             ),
         )
     more = len(changes) == BATCH
@@ -102,7 +116,7 @@ def version_rows(store: Store, entity: str) -> list[Row]:
     """The entity's valid versions in causal order, (depth, id), as every peer numbers them."""
     catch_up(store)
     rows = store.query(
-        "SELECT event, author, manifest, files, bytes, message FROM dataset_versions"
+        "SELECT event, author, manifest, files, bytes, message, clock FROM dataset_versions"
         " WHERE entity=? ORDER BY depth, event",
         (parse_entity(entity),),
     )

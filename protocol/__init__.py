@@ -77,6 +77,7 @@ from dizzy.protocol.manifest import (
     check_blob_id,
     decode_manifest,
     safe_path,
+    unsafe_paths,
 )
 from dizzy.protocol.permissions import (
     MAX_CUTOFF,
@@ -211,6 +212,7 @@ __all__ = [
     "parse_file",
     "revoke_data",
     "safe_path",
+    "unsafe_paths",
     "sign_event",
     "update_data",
     "verify_entity",

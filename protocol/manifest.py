@@ -36,6 +36,7 @@ __all__ = [
     "check_blob_id",
     "decode_manifest",
     "safe_path",
+    "unsafe_paths",
 ]
 
 MAX_MANIFEST_BYTES = 32 << 20
@@ -140,6 +141,34 @@ class Manifest:
         return decode_manifest(manifest.encode())
 
 
+def file_and_folder(folded: dict[str, str]) -> list[str]:
+    """The folded paths that are also a folder of another ("a" and "a/b")."""
+    folders = {p.rsplit("/", 1)[0] for p in folded if "/" in p}
+    folders |= {f.rsplit("/", i)[0] for f in folders for i in range(1, f.count("/") + 1)}
+    return sorted(folders & set(folded))
+
+
+def unsafe_paths(paths: Sequence[str]) -> dict[str, str]:
+    """The paths among ``paths`` that a manifest may not hold, and why: the same
+    rules as ``decode_manifest``, checked before anything is chunked."""
+    unsafe: dict[str, str] = {}
+    seen: dict[str, str] = {}  # folded form -> path
+    for path in paths:
+        try:
+            safe_path(path)
+        except MalformedError as exc:
+            unsafe[path] = str(exc)
+            continue
+        folded = fold(path)
+        if folded in seen:
+            unsafe[path] = f"its name differs from {seen[folded]!r} only in case or form"
+            continue
+        seen[folded] = path
+    for clash in file_and_folder(seen):
+        unsafe[seen[clash]] = "it is both a file and a folder on a case-insensitive system"
+    return unsafe
+
+
 def decode_manifest(raw: bytes) -> Manifest:
     """Bytes from anywhere -> Manifest, or a RemoteError saying what is wrong."""
     if len(raw) > MAX_MANIFEST_BYTES:
@@ -185,10 +214,7 @@ def decode_manifest(raw: bytes) -> Manifest:
         if sum(n for _, n in parsed) != size:
             raise MalformedError(f"{path!r}: chunk sizes do not add up to {size}")
         files.append(FileEntry(path, size, mode, tuple(parsed)))
-    # A file may not also be a folder of another ("a" and "a/b").
-    folders = {p.rsplit("/", 1)[0] for p in seen if "/" in p}
-    folders |= {f.rsplit("/", i)[0] for f in folders for i in range(1, f.count("/") + 1)}
-    if clash := sorted(folders & set(seen)):
+    if clash := file_and_folder(seen):
         raise MalformedError(f"{seen[clash[0]]!r} is both a file and a folder")
     if [f.path for f in files] != sorted(f.path for f in files):
         raise MalformedError("manifest files must be sorted by path")

@@ -273,7 +273,8 @@ def dataset(tmp_path: Path) -> Dataset:
     source.mkdir()
     (source / "data.bin").write_bytes(random.Random(2).randbytes(3 << 20))
     with LocalPeer.open(a) as peer_a, LocalPeer.open(b) as peer_b:
-        entity, version = share(peer_a, source)
+        shared = share(peer_a, source)
+        entity, version = shared.entity, shared.version
         peer_b.ingest([e.raw for e in peer_a.log(entity)], source="test")
         peer_b.store.follow(entity)
         manifest = {version.manifest: peer_a.blobs.read(version.manifest)}

@@ -9,9 +9,9 @@ from helpers import agent, child, genesis
 from test_permissions import grant, revoke
 
 from dizzy.peer import LocalPeer, Store
-from dizzy.peer.datasets import versions
+from dizzy.peer.datasets import share, versions
 from dizzy.peer.versions import VERSION_TYPE, VERSIONS, version_rows
-from dizzy.protocol import Event, Keypair, NotFoundError
+from dizzy.protocol import Event, Keypair, NotFoundError, UsageError
 
 OWNER, BOB = agent("owner"), agent("bob")
 
@@ -51,7 +51,9 @@ def test_the_index_can_be_dropped_and_rebuilt_from_the_feed(tmp_path: Path) -> N
         before = version_rows(store, g.entity)
         store.drop(VERSIONS)
         assert version_rows(store, g.entity) == before
-        assert before == [(first.event_id, OWNER.agent_id, f"{1:064x}", 1, 10, "v1")]
+        assert before == [
+            (first.event_id, OWNER.agent_id, f"{1:064x}", 1, 10, "v1", first.body.clock)
+        ]
 
 
 def test_versions_of_an_entity_not_held_is_a_clear_error(tmp_path: Path) -> None:
@@ -59,3 +61,49 @@ def test_versions_of_an_entity_not_held_is_a_clear_error(tmp_path: Path) -> None
         peer.init()
         with pytest.raises(NotFoundError, match="no entity"):
             versions(peer, genesis(OWNER, "absent").entity)
+
+
+# -- sharing as users expect ------------------------------------------------------------
+
+
+def test_sharing_again_under_a_name_adds_a_version_and_new_makes_another(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "survey"
+    folder.mkdir()
+    (folder / "a.csv").write_text("x,y\n1,2\n")
+    with LocalPeer.open(tmp_path / "home") as peer:
+        peer.init()
+        first = share(peer, folder)
+        (folder / "a.csv").write_text("x,y\n1,3\n")
+        again = share(peer, folder, message="fixed")
+        assert first.created and not again.created and again.entity == first.entity
+        assert [v.message for v in versions(peer, first.entity)] == ["", "fixed"]
+        other = share(peer, folder, new=True)
+        assert other.created and other.entity != first.entity
+        with pytest.raises(UsageError, match="2 of your datasets are called 'survey'"):
+            share(peer, folder)
+        doc = peer.create_entity("doc", "notes").entity
+        with pytest.raises(UsageError, match="is a 'doc', not a dataset"):
+            share(peer, folder, entity=doc)
+
+
+def test_links_and_clashing_names_are_refused_before_chunking(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "Readme.txt").write_text("one")
+    (folder / "README.TXT").write_text("two")
+    (folder / "ok.bin").write_bytes(b"\0" * 1000)
+    (folder / "link").symlink_to(folder / "ok.bin")
+    with LocalPeer.open(tmp_path / "home") as peer:
+        peer.init()
+        with pytest.raises(UsageError, match=r"cannot be shared.*1 more.*--skip-unsafe"):
+            share(peer, folder)
+        blobs = tmp_path / "home" / "blobs"
+        assert not [p for p in blobs.rglob("*") if p.is_file()]  # nothing was chunked
+        shared = share(peer, folder, skip_unsafe=True)
+        # Of two names that differ only in case, the second (sorted) is left out.
+        assert sorted(shared.skipped) == ["Readme.txt", "link"]
+        assert "only in case" in shared.skipped["Readme.txt"]
+        assert "symbolic link" in shared.skipped["link"]
+        assert shared.version.files == 2
