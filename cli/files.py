@@ -14,12 +14,12 @@ from dizzy.peer import LocalPeer
 from dizzy.peer.datasets import (
     FetchReport,
     fetch_manifest,
-    fetch_tree,
     manifest_of,
     pick,
     share,
     versions,
 )
+from dizzy.peer.fetched import fetch_into
 from dizzy.peer.syncing import sync_all
 from dizzy.protocol import NotFoundError, TransportError, parse_entity
 
@@ -203,6 +203,9 @@ def ls_cmd(peer: LocalPeer, out: Output, entity: str, number: int | None) -> Non
 @click.option(
     "--offline", is_flag=True, help="Do not update the dataset's events from peers first."
 )
+@click.option(
+    "--force", is_flag=True, help="Overwrite and remove files changed here since fetched."
+)
 @common
 def fetch_cmd(
     peer: LocalPeer,
@@ -212,6 +215,7 @@ def fetch_cmd(
     number: int | None,
     urls: tuple[str, ...],
     offline: bool,
+    force: bool,
 ) -> None:
     """Fetch a dataset version into a folder, verified against its signed events.
 
@@ -219,7 +223,8 @@ def fetch_cmd(
     it; --offline skips this), then fetches every chunk without a copy here,
     from all peers in parallel; each is checked against its hash before it
     is written. Interrupted? Run it again: chunks already written are not
-    fetched twice.
+    fetched twice. A file changed here since it was fetched is kept, not
+    overwritten (--force overwrites), and listed.
 
     \b
     Example:
@@ -246,7 +251,20 @@ def fetch_cmd(
     report = FetchReport()  # wrong answers are recorded as strikes by the fetch itself
     manifest = asyncio.run(fetch_manifest(peer, version, peers, report))
     with _bar(manifest.size, "fetching") as bar:
-        asyncio.run(fetch_tree(peer, manifest, dest, peers, bar.update, report))
+        done = asyncio.run(
+            fetch_into(
+                peer,
+                entity,
+                version.event,
+                version.manifest,
+                manifest,
+                dest,
+                peers,
+                bar.update,
+                report,
+                force=force,
+            )
+        )
     info = peer.store.entity(entity)
     creator = info.creator if info else ""
     by = "its creator" if version.author == creator else f"a writer; created by {creator}"
@@ -264,11 +282,15 @@ def fetch_cmd(
             "bytes_fetched": report.fetched_bytes,
             "chunks_reused": report.reused,
             "bad_chunks": report.bad,
+            "kept": done.kept,
+            "removed": done.remove,
         },
         [
             f"version {version.number} of {entity}: {len(manifest.files)} files,"
             f" {size(manifest.size)} into {dest} ({size(report.fetched_bytes)} fetched,"
             f" {report.reused} chunks reused)",
             f"signed by {version.author} ({by}) in {version.event}",
+            *(f"removed {path} (deleted by this version)" for path in done.remove),
+            *(f"kept {path}: {why}" for path, why in done.kept.items()),
         ],
     )

@@ -549,3 +549,44 @@ def test_fetch_on_a_terminal_shows_bytes_rate_and_time_left(
     assert "fetching" in text and "8.4 MB" in text, text  # bytes of the whole
     assert "/s" in text, text  # the rate
     assert tree(tmp_path / "out") == tree(source)
+
+
+def test_a_fetch_keeps_local_edits_and_removes_only_unchanged_files(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    a, b = make_home(tmp_path / "a"), make_home(tmp_path / "b")
+    source = tmp_path / "notes"
+    source.mkdir()
+    for name in ("edited.txt", "plain.txt", "gone.txt", "gone-but-edited.txt"):
+        (source / name).write_text(f"{name} v1\n")
+    entity = dizzy_json(a, "share", str(source))["entity"]
+    da = daemons.start(a)
+    out = tmp_path / "copy"
+    dizzy(b, "fetch", entity, "--to", str(out), "--peer", da.url)
+    # The user edits two fetched files; the author makes version 2.
+    (out / "edited.txt").write_text("my own notes\n")
+    (out / "gone-but-edited.txt").write_text("mine too\n")
+    for name in ("edited.txt", "plain.txt"):
+        (source / name).write_text(f"{name} v2\n")
+    for name in ("gone.txt", "gone-but-edited.txt"):
+        (source / name).unlink()
+    (source / "new.txt").write_text("new\n")
+    assert dizzy_json(a, "share", str(source))["version"] == 2
+
+    fetched = dizzy_json(b, "fetch", entity, "--to", str(out), "--peer", da.url)
+    assert fetched["version"] == 2  # brought up to date from the peer first
+    assert sorted(fetched["kept"]) == ["edited.txt", "gone-but-edited.txt"]
+    assert fetched["removed"] == ["gone.txt"]
+    assert (out / "edited.txt").read_text() == "my own notes\n"
+    assert (out / "gone-but-edited.txt").read_text() == "mine too\n"
+    assert (out / "plain.txt").read_text() == "plain.txt v2\n"
+    assert (out / "new.txt").read_text() == "new\n" and not (out / "gone.txt").exists()
+    text = dizzy(b, "fetch", entity, "--to", str(out), "--peer", da.url).stdout
+    assert "kept edited.txt: changed here since it was fetched; --force" in text
+
+    # --force overwrites what the version holds; a file it deleted but that the
+    # user changed was theirs from the fetch that kept it.
+    forced = dizzy_json(b, "fetch", entity, "--to", str(out), "--peer", da.url, "--force")
+    assert forced["kept"] == {} and forced["removed"] == []
+    assert (out / "edited.txt").read_text() == "edited.txt v2\n"
+    assert tree(out) == {**tree(source), "gone-but-edited.txt": tree(out)["gone-but-edited.txt"]}
