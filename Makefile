@@ -7,12 +7,13 @@ HOME_FLAG := $(if $(HOME_DIR),--home $(HOME_DIR))
 
 .PHONY: run test lint typecheck pytest bench demo clean
 
-# Strict editable installs link each module: reinstall when a package folder gains or loses a file.
-$(BIN)/.installed: pyproject.toml protocol peer flow cli
+# Strict editable installs link each module (so type checkers see the dizzy.*
+# package as installed): reinstall when a package folder gains or loses a file.
+$(BIN)/.installed: pyproject.toml protocol peer peer/sqlite flow cli
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# strict editable mode: type checkers see the dizzy.* package as installed
-	$(BIN)/python -m pip install -q -e '.[test,bench]' --config-settings editable_mode=strict
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -e '.[test,bench]' \
+		--config-settings editable_mode=strict
 	touch $@
 
 # The local peer daemon on the embedded SQLite log (creating the identity the
@@ -27,10 +28,10 @@ demo: $(BIN)/.installed
 
 test: lint typecheck pytest
 
+# The layers: cli over flow over peer over protocol, none imports a layer above it.
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	# the layers: cli over flow over peer over protocol, none imports a layer above it
 	$(BIN)/lint-imports --no-logo
 
 typecheck: $(BIN)/.installed
