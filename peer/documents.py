@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import blake3
+import orjson
 
 from dizzy.peer.clock import now_ms
 from dizzy.peer.crdt import (
@@ -68,10 +69,12 @@ from dizzy.protocol import (
     NotFoundError,
     RemoteError,
     UsageError,
+    agent_id,
     check_peers,
-    decode_event,
     decode_update_data,
     doc_peer_id,
+    event_id,
+    parse_agent,
     parse_entity,
     parse_event,
     update_data,
@@ -88,6 +91,8 @@ __all__ = [
 
 log = logging.getLogger("dizzy.peer")
 BATCH = 1000  # feed changes read at a time
+_BULK = 16  # updates from which a catch-up imports them in bulk (Replica.bulk)
+_Row = tuple[bytes, bytes, bytes]  # a stored event: id, author key, raw
 SNAPSHOT_EVERY = 1000  # updates applied since the cached snapshot before it is written again
 
 DOCUMENTS = Component(
@@ -136,6 +141,10 @@ class _State:
     def add(self, spans: Mapping[int, tuple[int, int]]) -> None:
         for peer, (start, end) in spans.items():
             held = self.ranges.setdefault(peer, [])
+            if held and held[-1][0] <= start <= held[-1][1]:  # the common case: it extends
+                if end > held[-1][1]:  # the last range (no range after it to merge)
+                    held[-1] = (held[-1][0], end)
+                continue
             bisect.insort(held, (start, end))
             merged: list[tuple[int, int]] = []
             for s, e in held:
@@ -212,6 +221,7 @@ class Document:
         self._crdt = crdt
         self._state: _State | None = None
         self._ops: list[Op] | None = None  # the edits of the open change
+        self._peers: dict[bytes, int] = {}  # author key -> its CRDT peer id
         self.last_event: Event | None = None  # of the last change; None if it changed nothing
         peer.store.install(DOCUMENTS)
 
@@ -278,9 +288,12 @@ class Document:
             raise UsageError(f"{event} is an event of {found.entity}, not of {self.entity}")
         valid = {e.event_id for e in self.peer.store.events(self.entity)}
         state = _State(self._crdt.new())
-        for past in self.peer.store.with_ancestors([event]):
-            if past.type == DOC_UPDATE and past.event_id in valid:
-                self._apply(state, past)
+        rows = [
+            (past.id, parse_agent(past.author), past.raw)
+            for past in self.peer.store.with_ancestors([event])
+            if past.type == DOC_UPDATE and past.event_id in valid
+        ]
+        self._apply_rows(state, rows)
         return state.replica.value(_path(path))
 
     # -- editing ------------------------------------------------------------------------
@@ -422,12 +435,14 @@ class Document:
             position = changes[-1].position
         if not rebuild:
             assert state is not None
+            names = [*state.waiting, *new]
+            for name in state.waiting.keys() & set(new):
+                names.remove(name)  # an update waiting and named again by the feed: once
+            state.waiting.clear()
+            rows = records.rows_of([parse_event(name) for name in names])
+            assert len(rows) == len(names), "the feed names stored events"
             try:
-                for name in [*state.waiting, *new]:
-                    raw = records.raw(parse_event(name))
-                    assert raw is not None, "the feed names stored events"
-                    state.waiting.pop(name, None)
-                    self._apply(state, decode_event(raw, verify=False), incremental=True, mine=mine)
+                self._apply_rows(state, rows, incremental=True, mine=mine)
             except _Overlap:
                 rebuild = True
         if rebuild:
@@ -441,32 +456,50 @@ class Document:
     ) -> _State:
         """The state of the valid updates alone, applied in causal (depth, id) order."""
         state = _State(self._crdt.new(), unsaved=SNAPSHOT_EVERY)
-        for raw in records.raws(self._key):
-            event = decode_event(raw, verify=False)
-            if event.type == DOC_UPDATE:
-                self._apply(state, event, mine=mine)
+        self._apply_rows(state, records.typed_rows(self._key, DOC_UPDATE), mine=mine)
         if mine is not None:  # the edits being signed, made on the state before
             state.replica.import_update(mine[0])
         state.position = last
         return state
 
-    def _apply(
+    def _apply_rows(
         self,
         state: _State,
-        event: Event,
+        rows: Sequence[_Row],
         *,
         incremental: bool = False,
         mine: tuple[bytes, Mapping[int, tuple[int, int]]] | None = None,
     ) -> None:
-        """Import one valid doc.update event's update into ``state``, or record why not."""
-        name = event.event_id
+        """Apply stored doc.update events, (id, author key, raw) in the order given."""
+        if len(rows) < _BULK:
+            for row in rows:
+                self._apply(state, row, incremental=incremental, mine=mine)
+            return
+        with state.replica.bulk():
+            for row in rows:
+                self._apply(state, row, incremental=incremental, mine=mine)
+
+    def _apply(
+        self,
+        state: _State,
+        row: _Row,
+        *,
+        incremental: bool = False,
+        mine: tuple[bytes, Mapping[int, tuple[int, int]]] | None = None,
+    ) -> None:
+        """Import one valid doc.update event's update into ``state``, or record why not.
+
+        Only the event's data is read from its stored bytes: they were decoded and
+        verified before they were stored.
+        """
+        digest, author, raw = row
         try:
-            ref = decode_update_data(event.body.data)
+            ref = decode_update_data(orjson.loads(raw)["data"])
             update = ref.inline
             if ref.blob is not None:
                 update = self.peer.blobs.local(ref.blob)
                 if update is None:
-                    state.waiting[name] = ref.blob
+                    state.waiting[event_id(digest)] = ref.blob
                     return
                 if len(update) != ref.size:
                     raise MalformedError(
@@ -475,9 +508,13 @@ class Document:
                     )
             assert update is not None
             spans = self._crdt.spans(update)
-            check_peers(spans, event.author)
+            peer = self._peers.get(author)
+            if peer is None:
+                peer = self._peers[author] = doc_peer_id(agent_id(author))
+            if len(spans) != 1 or peer not in spans:
+                check_peers(spans, agent_id(author))
         except RemoteError as exc:
-            state.excluded[name] = (exc.reason, str(exc))
+            state.excluded[event_id(digest)] = (exc.reason, str(exc))
             return
         if mine is not None and _overlaps({p: [r] for p, r in mine[1].items()}, spans):
             raise ConcurrencyError(
@@ -487,7 +524,7 @@ class Document:
         if state.overlaps(spans):
             if incremental:
                 raise _Overlap
-            state.excluded[name] = (
+            state.excluded[event_id(digest)] = (
                 "doc_counter_reuse",
                 "its operations reuse counters of an update applied before it",
             )
@@ -495,7 +532,7 @@ class Document:
         try:
             state.replica.import_update(update)
         except MalformedError as exc:
-            state.excluded[name] = (exc.reason, str(exc))
+            state.excluded[event_id(digest)] = (exc.reason, str(exc))
             return
         state.add(spans)
         state.unsaved += 1
