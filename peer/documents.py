@@ -28,7 +28,7 @@ from __future__ import annotations
 import bisect
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +71,7 @@ from dizzy.protocol import (
     UsageError,
     agent_id,
     check_peers,
+    decode_event,
     decode_update_data,
     doc_peer_id,
     event_id,
@@ -86,7 +87,9 @@ __all__ = [
     "Document",
     "HistoryEntry",
     "create_document",
+    "missing_update_blobs",
     "open_document",
+    "update_blobs",
 ]
 
 log = logging.getLogger("dizzy.peer")
@@ -196,6 +199,45 @@ def create_document(peer: LocalPeer, name: str | None = None) -> str:
 
 def open_document(peer: LocalPeer, entity: str, crdt: Crdt = LORO) -> Document:
     return Document(peer, entity, crdt)
+
+
+def update_blobs(events: Iterable[Event]) -> dict[str, int]:
+    """Blob id -> size of the updates the ``doc.update`` events among ``events`` carry
+    in a blob (docs/documents.md#size); malformed data names none."""
+    found: dict[str, int] = {}
+    for event in events:
+        if event.type == DOC_UPDATE and "blob" in event.body.data:
+            try:
+                ref = decode_update_data(event.body.data)
+            except RemoteError:
+                continue
+            if ref.blob is not None:
+                found[ref.blob] = ref.size
+        # an inline update names no blob
+    return found
+
+
+def missing_update_blobs(peer: LocalPeer, since: int) -> dict[str, int]:
+    """Blob id -> size of the updates in blobs not here, named by the ``doc.update``
+    events that entered the change feed after position ``since``."""
+    store = peer.store
+    names: list[str] = []
+    position = since
+    while True:
+        changes = store.changes_after(position, BATCH, [DOC_UPDATE])
+        names += [c.event for c in changes if c.kind != "invalidated"]
+        if len(changes) < BATCH:
+            break
+        position = changes[-1].position
+    with store.records.reading():
+        rows = store.records.rows_of([parse_event(name) for name in names])
+    # Most updates ride inline: only an event whose bytes say "blob" is decoded.
+    events = [decode_event(raw, verify=False) for _, _, raw in rows if b'"blob":' in raw]
+    return {
+        blob: size
+        for blob, size in update_blobs(events).items()
+        if not peer.blobs.has(blob) and peer.blobs.local(blob) is None
+    }
 
 
 class Document:
