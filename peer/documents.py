@@ -87,6 +87,7 @@ __all__ = [
     "Document",
     "HistoryEntry",
     "create_document",
+    "excluded_updates",
     "missing_update_blobs",
     "open_document",
     "update_blobs",
@@ -199,6 +200,29 @@ def create_document(peer: LocalPeer, name: str | None = None) -> str:
 
 def open_document(peer: LocalPeer, entity: str, crdt: Crdt = LORO) -> Document:
     return Document(peer, entity, crdt)
+
+
+def excluded_updates(peer: LocalPeer, entity: str | None = None) -> list[dict[str, Any]]:
+    """The doc updates kept out of their documents (of ``entity`` only, if given) as rows
+    of ``Store.quarantine``: valid events, stored, that a document does not apply."""
+    rows = []
+    for info in peer.store.entities():
+        if info.kind != DOC_KIND or (entity is not None and info.id != entity):
+            continue
+        for name, (reason, detail) in sorted(Document(peer, info.id).excluded().items()):
+            event = peer.store.get(name)
+            rows.append(
+                {
+                    "id": name,
+                    "entity": info.id,
+                    "reason": reason,
+                    "detail": detail,
+                    "source": "document",
+                    "at": event.body.clock if event is not None else 0,
+                    "stored": True,
+                }
+            )
+    return rows
 
 
 def update_blobs(events: Iterable[Event]) -> dict[str, int]:
@@ -319,6 +343,11 @@ class Document:
                 )
             )
         return out
+
+    def excluded(self) -> dict[str, tuple[str, str]]:
+        """The valid ``doc.update`` events kept out of the document: id -> (reason, detail)."""
+        self.refresh()
+        return dict(self._current().excluded)
 
     def at(self, event: str, path: str | Path = "") -> Any:
         """The value as of ``event``: the valid updates in its causal past, itself included."""
