@@ -24,7 +24,8 @@ def bundle() -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @common
 def bundle_export(peer: LocalPeer, out: Output, entities: tuple[str, ...], output: Path) -> None:
-    """Write the events of ENTITIES (default: all held) to a bundle file.
+    """Write the events of ENTITIES (default: all held) to a bundle file,
+    with the blobs of their document updates too big to ride in an event.
 
     \b
     Example:
