@@ -6,12 +6,18 @@ Each run, in one process, on files in a temporary folder:
 
 1. author: N single-edit changes through ``Document`` (``with doc.change()``,
    one key set, a list push, a counter increment or a text insert in turn),
-   each one signed ``doc.update`` event in its own transaction;
-2. end to end: those N + 1 events ingested into an empty home
-   (``ingest_raw``: decode, verify, store) and the document opened there
-   (every update read from the feed, checked and imported): events/s;
-3. bare Loro: the same N updates imported one by one into a ``LoroDoc``;
-4. a document of M updates (default 100k; updates made with bare Loro under
+   each one signed ``doc.update`` event in its own transaction; and N plain
+   events of another entity carrying the same data under another type;
+2. the issue's three columns, in turn:
+   * end-to-end doc sync: the N + 1 doc events ingested into an empty home
+     (``ingest_raw``: decode, verify, store) and the document opened there
+     (every update read from the log, checked and imported): events/s;
+   * bare Loro: the same N updates imported one by one into a ``LoroDoc``;
+   * plain event sync: the N + 1 plain events ingested into another empty
+     home (``ingest_raw``), nothing applied; timed just before and just after
+     the doc sync, the two times averaged;
+   and the ratio of the first to the third, taken within the run;
+3. a document of M updates (default 100k; updates made with bare Loro under
    the author's peer id, signed and stored 2,000 per transaction), opened
    cold (no cache: rebuilt from the log) and warm (from its cached snapshot).
 
@@ -99,7 +105,22 @@ def run(edits: int, big: int, folder: Path) -> dict[str, float]:
         updates = [decode_update_data(e.body.data).inline or b"" for e in events[1:]]
         figures["update_bytes"] = sum(map(len, updates)) / len(updates)
         figures["event_bytes"] = sum(map(len, raws[1:])) / len(updates)
+        plain = author.create_entity("note", "plain").entity
+        items = [("note.edit", dict(e.body.data)) for e in events[1:]]
+        for i in range(0, edits, 2000):
+            author.store.append_many(author.identity, plain, items[i : i + 2000], clock=now_ms())
+        plain_raws = [e.raw for e in author.store.events(plain)]
 
+    def plain_sync(name: str) -> float:
+        with LocalPeer.open(folder / name) as reader, Verifier() as verifier:
+            reader.init()
+            start = time.perf_counter()
+            ingest_raw(reader.store, plain_raws, source="bench", verifier=verifier)
+            return time.perf_counter() - start
+
+    # Plain event sync is timed just before and just after the doc sync, and the two
+    # times are averaged: the load of a shared machine drifts within a run.
+    plain_s = plain_sync("plain-before")
     with LocalPeer.open(folder / "reader") as reader, Verifier() as verifier:
         reader.init()
         start = time.perf_counter()
@@ -111,12 +132,15 @@ def run(edits: int, big: int, folder: Path) -> dict[str, float]:
         figures["apply_per_s"] = edits / (done - stored)
         figures["end_to_end_per_s"] = edits / (done - start)
         assert value["count"] == edits // 4
+    plain_s += plain_sync("plain-after")
+    figures["plain_per_s"] = 2 * edits / plain_s
 
     start = time.perf_counter()
     bare = LoroDoc()  # type: ignore[no-untyped-call]
     for update in updates:
         bare.import_(update)
     figures["loro_per_s"] = edits / (time.perf_counter() - start)
+    figures["ratio"] = figures["end_to_end_per_s"] / figures["plain_per_s"]
 
     with LocalPeer.open(folder / "big") as home:
         home.init()
@@ -159,12 +183,19 @@ def main() -> None:
             ["what", "events/s"],
             [
                 ["author: `with doc.change()`, one signed event each", f"{m['author_per_s']:,.0f}"],
-                ["end to end: ingest (verify, store) + apply", f"{m['end_to_end_per_s']:,.0f}"],
+                [
+                    "end-to-end doc sync: ingest (verify, store) + apply",
+                    f"{m['end_to_end_per_s']:,.0f}",
+                ],
                 ["… ingest alone", f"{m['ingest_per_s']:,.0f}"],
-                ["… apply alone (feed, checks, import)", f"{m['apply_per_s']:,.0f}"],
+                ["… apply alone (log, checks, import)", f"{m['apply_per_s']:,.0f}"],
                 ["bare Loro import of the same updates", f"{m['loro_per_s']:,.0f}"],
+                ["plain event sync of as many non-doc events", f"{m['plain_per_s']:,.0f}"],
             ],
         )
+    )
+    print(
+        f"\nend-to-end doc sync / plain event sync: {m['ratio']:.0%} (median of the runs' ratios)"
     )
     print(f"\n### A document of {args.big:,} updates\n")
     print(

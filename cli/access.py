@@ -9,7 +9,8 @@ import click
 from dizzy.cli.common import common
 from dizzy.cli.output import Output, table, when
 from dizzy.peer import LocalPeer
-from dizzy.protocol import NotFoundError
+from dizzy.peer.documents import excluded_updates
+from dizzy.protocol import DOC_UPDATE, NotFoundError
 
 __all__ = ["grant", "members", "quarantine", "revoke"]
 
@@ -96,7 +97,9 @@ def quarantine_list(peer: LocalPeer, out: Output, entity: str | None) -> None:
     unauthorized or revoked events, ancestors that never came, ...
 
     "stored" events are intact and kept (they may become valid when what they
-    lack arrives); "refused" ones were never stored as events.
+    lack arrives); "refused" ones were never stored as events. Document
+    updates kept out of their document (doc_foreign_peer, doc_malformed,
+    doc_counter_reuse) are listed too, from "document".
 
     \b
     Example:
@@ -105,6 +108,7 @@ def quarantine_list(peer: LocalPeer, out: Output, entity: str | None) -> None:
     rows = peer.store.quarantine()
     if entity is not None:
         rows = [r for r in rows if r["entity"] == entity]
+    rows += excluded_updates(peer, entity)  # valid, but kept out of their document
     out.emit(rows, table(map(_row, rows)) if rows else "nothing in quarantine")
 
 
@@ -119,6 +123,9 @@ def quarantine_why(peer: LocalPeer, out: Output, event: str) -> None:
       dizzy quarantine why ev_…
     """
     rows = peer.store.quarantine(event)
+    found = peer.store.get(event) if not rows else None
+    if found is not None and found.type == DOC_UPDATE:
+        rows = [r for r in excluded_updates(peer, found.entity) if r["id"] == event]
     if not rows:
         raise NotFoundError(f"{event} is not in quarantine")
     out.emit(

@@ -24,7 +24,8 @@ def bundle() -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @common
 def bundle_export(peer: LocalPeer, out: Output, entities: tuple[str, ...], output: Path) -> None:
-    """Write the events of ENTITIES (default: all held) to a bundle file.
+    """Write the events of ENTITIES (default: all held) to a bundle file,
+    with the blobs of their document updates too big to ride in an event.
 
     \b
     Example:
@@ -32,8 +33,20 @@ def bundle_export(peer: LocalPeer, out: Output, entities: tuple[str, ...], outpu
     """
     written = export_bundle(peer, output, list(entities) or None)
     out.emit(
-        {"file": str(output), "entities": written.entities, "events": written.events},
-        f"wrote {written.events} events of {written.entities} entities to {output}",
+        {
+            "file": str(output),
+            "entities": written.entities,
+            "events": written.events,
+            "blobs": written.blobs,
+            "missing_blobs": written.missing_blobs,
+        },
+        f"wrote {written.events} events of {written.entities} entities to {output}"
+        + (f", {written.blobs} doc update blobs" if written.blobs else "")
+        + (
+            f" ({written.missing_blobs} doc update blobs are not here: not carried)"
+            if written.missing_blobs
+            else ""
+        ),
     )
 
 
@@ -51,12 +64,17 @@ def bundle_import(peer: LocalPeer, out: Output, file: Path) -> None:
       dizzy bundle import survey.dzb
     """
     imported = import_bundle(peer, file)
-    summary = imported.report.to_json()
+    summary = {**imported.report.to_json(), "blobs": imported.blobs}
+    summary["bad_blobs"] = imported.bad_blobs
     out.emit(
         summary,
-        f"added {summary['added']}, already had {summary['duplicates']},"
-        f" waiting {summary['pending']}, rejected {len(imported.broken)},"
-        f" kept as invalid {imported.kept_invalid}",
+        [
+            f"added {summary['added']}, already had {summary['duplicates']},"
+            f" waiting {summary['pending']}, rejected {len(imported.broken)},"
+            f" kept as invalid {imported.kept_invalid}"
+            + (f", doc update blobs {imported.blobs}" if imported.blobs else ""),
+            *imported.bad_blobs,
+        ],
     )
-    if imported.broken:  # only broken input makes the import fail
+    if imported.broken or imported.bad_blobs:  # only broken input makes the import fail
         raise SystemExit(1)

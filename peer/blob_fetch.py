@@ -12,6 +12,7 @@ no strike. Strikes are recorded in the home's log when the fetch ends.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from dizzy.peer.client import DEADLINES, Client, ClientPool, Deadlines
 from dizzy.peer.local import LocalPeer
 from dizzy.protocol import AnswerLimitError, RemoteError, TransportError
 
-__all__ = ["BlobSource", "FetchReport", "Receive", "blob_source"]
+__all__ = ["BlobSource", "FetchReport", "Receive", "blob_source", "receive_blob"]
 
 # Fetch a blob from the peer of this Client, checking it; its size. RemoteError
 # if the bytes are wrong.
@@ -39,8 +40,8 @@ class FetchReport:
 class BlobSource:
     """Blobs from a list of peers, each asked in turn; wrong answers count against the sender."""
 
-    def __init__(self, pool: ClientPool, urls: list[str], report: FetchReport) -> None:
-        self.clients = [pool.client(url) for url in urls]
+    def __init__(self, clients: list[Client], report: FetchReport) -> None:
+        self.clients = clients
         self.report = report
         self.strikes: dict[str, int] = {}  # not recorded in the log yet
 
@@ -83,6 +84,19 @@ class BlobSource:
         self.strikes.clear()
 
 
+def receive_blob(peer: LocalPeer, digest: str, size: int) -> Receive:
+    """Fetch a whole blob of ``size`` bytes (no more is read) into the home's blob
+    store, if its bytes hash to ``digest``: MalformedError, a strike, if not."""
+
+    async def receive(client: Client) -> int:
+        parts: list[bytes] = []
+        got = await client.blob(digest, parts.append, size=size)
+        await asyncio.to_thread(peer.blobs.put, b"".join(parts), digest)
+        return got
+
+    return receive
+
+
 @asynccontextmanager
 async def blob_source(
     peer: LocalPeer, urls: list[str], report: FetchReport, deadlines: Deadlines = DEADLINES
@@ -90,7 +104,7 @@ async def blob_source(
     """A BlobSource over a connection pool of its own; its strikes are recorded
     when it closes, whatever ended the fetch."""
     async with ClientPool(deadlines) as pool:
-        source = BlobSource(pool, urls, report)
+        source = BlobSource([pool.client(url) for url in urls], report)
         try:
             yield source
         finally:

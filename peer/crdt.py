@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -178,6 +178,10 @@ class Replica(Protocol):
         """Merge an update (any order, more than once); one whose dependencies are
         missing is held until they arrive. MalformedError if it is not one."""
 
+    def bulk(self) -> AbstractContextManager[None]:
+        """``with replica.bulk():`` many ``import_update`` calls, the value computed
+        once at the end (the same state as importing them one by one)."""
+
     def value(self, path: Path = ()) -> Any:
         """The JSON value at ``path`` (keys sorted); NotFoundError if nothing is there."""
 
@@ -303,8 +307,24 @@ class LoroReplica:
             return bytes(self.doc.export(ExportMode.Updates(VersionVector.decode(version))))
 
     def import_update(self, update: bytes) -> None:
-        with _loro("import"):
+        try:  # not _loro(): this runs once per update of a catch-up
             self.doc.import_(update)
+        except (DizzyError, KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:
+            raise MalformedError(f"import: {exc}", reason="doc_malformed") from None
+
+    @contextmanager
+    def bulk(self) -> Iterator[None]:
+        # Detached, an import only grows the log; the state is computed once by the
+        # checkout (1.7 times as fast over 10k single-edit updates as attached imports).
+        # Loro's import_batch measured slower than either.
+        self.doc.detach()
+        try:
+            yield
+        finally:
+            with _loro("checkout"):
+                self.doc.checkout_to_latest()
 
     def value(self, path: Path = ()) -> Any:
         found = self._resolve(path)
@@ -486,13 +506,17 @@ class LoroCrdt:
         return LoroReplica(doc)
 
     def spans(self, update: bytes) -> dict[int, tuple[int, int]]:
-        with _loro("update"):
+        try:  # not _loro(): this runs once per update of a catch-up
             meta = LoroDoc.decode_import_blob_meta(update, True)
-            if meta.mode != loro.EncodedBlobMode.Updates:
-                raise MalformedError(
-                    f"a {meta.mode.value} is not an update", reason="doc_malformed"
-                )
-            return dict(meta.partial_end_vv.sub_vec(meta.partial_start_vv).inner())
+            spans = meta.partial_end_vv.sub_vec(meta.partial_start_vv).inner()
+        except (DizzyError, KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:
+            raise MalformedError(f"update: {exc}", reason="doc_malformed") from None
+        if meta.mode != _UPDATES:
+            raise MalformedError(f"a {meta.mode.value} is not an update", reason="doc_malformed")
+        return dict(spans)
 
 
+_UPDATES = loro.EncodedBlobMode.Updates
 LORO: Crdt = LoroCrdt()

@@ -28,12 +28,13 @@ from __future__ import annotations
 import bisect
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import blake3
+import orjson
 
 from dizzy.peer.clock import now_ms
 from dizzy.peer.crdt import (
@@ -68,10 +69,13 @@ from dizzy.protocol import (
     NotFoundError,
     RemoteError,
     UsageError,
+    agent_id,
     check_peers,
     decode_event,
     decode_update_data,
     doc_peer_id,
+    event_id,
+    parse_agent,
     parse_entity,
     parse_event,
     update_data,
@@ -83,11 +87,16 @@ __all__ = [
     "Document",
     "HistoryEntry",
     "create_document",
+    "excluded_updates",
+    "missing_update_blobs",
     "open_document",
+    "update_blobs",
 ]
 
 log = logging.getLogger("dizzy.peer")
 BATCH = 1000  # feed changes read at a time
+_BULK = 16  # updates from which a catch-up imports them in bulk (Replica.bulk)
+_Row = tuple[bytes, bytes, bytes]  # a stored event: id, author key, raw
 SNAPSHOT_EVERY = 1000  # updates applied since the cached snapshot before it is written again
 
 DOCUMENTS = Component(
@@ -136,6 +145,10 @@ class _State:
     def add(self, spans: Mapping[int, tuple[int, int]]) -> None:
         for peer, (start, end) in spans.items():
             held = self.ranges.setdefault(peer, [])
+            if held and held[-1][0] <= start <= held[-1][1]:  # the common case: it extends
+                if end > held[-1][1]:  # the last range (no range after it to merge)
+                    held[-1] = (held[-1][0], end)
+                continue
             bisect.insort(held, (start, end))
             merged: list[tuple[int, int]] = []
             for s, e in held:
@@ -189,6 +202,68 @@ def open_document(peer: LocalPeer, entity: str, crdt: Crdt = LORO) -> Document:
     return Document(peer, entity, crdt)
 
 
+def excluded_updates(peer: LocalPeer, entity: str | None = None) -> list[dict[str, Any]]:
+    """The doc updates kept out of their documents (of ``entity`` only, if given) as rows
+    of ``Store.quarantine``: valid events, stored, that a document does not apply."""
+    rows = []
+    for info in peer.store.entities():
+        if info.kind != DOC_KIND or (entity is not None and info.id != entity):
+            continue
+        for name, (reason, detail) in sorted(Document(peer, info.id).excluded().items()):
+            event = peer.store.get(name)
+            rows.append(
+                {
+                    "id": name,
+                    "entity": info.id,
+                    "reason": reason,
+                    "detail": detail,
+                    "source": "document",
+                    "at": event.body.clock if event is not None else 0,
+                    "stored": True,
+                }
+            )
+    return rows
+
+
+def update_blobs(events: Iterable[Event]) -> dict[str, int]:
+    """Blob id -> size of the updates the ``doc.update`` events among ``events`` carry
+    in a blob (docs/documents.md#size); malformed data names none."""
+    found: dict[str, int] = {}
+    for event in events:
+        if event.type == DOC_UPDATE and "blob" in event.body.data:
+            try:
+                ref = decode_update_data(event.body.data)
+            except RemoteError:
+                continue
+            if ref.blob is not None:
+                found[ref.blob] = ref.size
+        # an inline update names no blob
+    return found
+
+
+def missing_update_blobs(peer: LocalPeer, since: int) -> dict[str, int]:
+    """Blob id -> size of the updates in blobs not here, named by the ``doc.update``
+    events that entered the change feed after position ``since``."""
+    store = peer.store
+    names: list[str] = []
+    position = since
+    while True:
+        changes = store.changes_after(position, BATCH, [DOC_UPDATE])
+        names += [c.event for c in changes if c.kind != "invalidated"]
+        if len(changes) < BATCH:
+            break
+        position = changes[-1].position
+    with store.records.reading():
+        rows = store.records.rows_of([parse_event(name) for name in names])
+    # Most updates ride inline: only an event whose bytes say "blob" is decoded.
+    events = [decode_event(raw, verify=False) for _, _, raw in rows if b'"blob":' in raw]
+    return {
+        blob: size
+        for blob, size in update_blobs(events).items()
+        if not peer.blobs.has(blob) and peer.blobs.local(blob) is None
+    }
+
+
 class Document:
     """A document of ``peer``'s home.
 
@@ -212,6 +287,7 @@ class Document:
         self._crdt = crdt
         self._state: _State | None = None
         self._ops: list[Op] | None = None  # the edits of the open change
+        self._peers: dict[bytes, int] = {}  # author key -> its CRDT peer id
         self.last_event: Event | None = None  # of the last change; None if it changed nothing
         peer.store.install(DOCUMENTS)
 
@@ -268,6 +344,11 @@ class Document:
             )
         return out
 
+    def excluded(self) -> dict[str, tuple[str, str]]:
+        """The valid ``doc.update`` events kept out of the document: id -> (reason, detail)."""
+        self.refresh()
+        return dict(self._current().excluded)
+
     def at(self, event: str, path: str | Path = "") -> Any:
         """The value as of ``event``: the valid updates in its causal past, itself included."""
         parse_event(event)
@@ -278,9 +359,12 @@ class Document:
             raise UsageError(f"{event} is an event of {found.entity}, not of {self.entity}")
         valid = {e.event_id for e in self.peer.store.events(self.entity)}
         state = _State(self._crdt.new())
-        for past in self.peer.store.with_ancestors([event]):
-            if past.type == DOC_UPDATE and past.event_id in valid:
-                self._apply(state, past)
+        rows = [
+            (past.id, parse_agent(past.author), past.raw)
+            for past in self.peer.store.with_ancestors([event])
+            if past.type == DOC_UPDATE and past.event_id in valid
+        ]
+        self._apply_rows(state, rows)
         return state.replica.value(_path(path))
 
     # -- editing ------------------------------------------------------------------------
@@ -422,12 +506,14 @@ class Document:
             position = changes[-1].position
         if not rebuild:
             assert state is not None
+            names = [*state.waiting, *new]
+            for name in state.waiting.keys() & set(new):
+                names.remove(name)  # an update waiting and named again by the feed: once
+            state.waiting.clear()
+            rows = records.rows_of([parse_event(name) for name in names])
+            assert len(rows) == len(names), "the feed names stored events"
             try:
-                for name in [*state.waiting, *new]:
-                    raw = records.raw(parse_event(name))
-                    assert raw is not None, "the feed names stored events"
-                    state.waiting.pop(name, None)
-                    self._apply(state, decode_event(raw, verify=False), incremental=True, mine=mine)
+                self._apply_rows(state, rows, incremental=True, mine=mine)
             except _Overlap:
                 rebuild = True
         if rebuild:
@@ -441,32 +527,50 @@ class Document:
     ) -> _State:
         """The state of the valid updates alone, applied in causal (depth, id) order."""
         state = _State(self._crdt.new(), unsaved=SNAPSHOT_EVERY)
-        for raw in records.raws(self._key):
-            event = decode_event(raw, verify=False)
-            if event.type == DOC_UPDATE:
-                self._apply(state, event, mine=mine)
+        self._apply_rows(state, records.typed_rows(self._key, DOC_UPDATE), mine=mine)
         if mine is not None:  # the edits being signed, made on the state before
             state.replica.import_update(mine[0])
         state.position = last
         return state
 
-    def _apply(
+    def _apply_rows(
         self,
         state: _State,
-        event: Event,
+        rows: Sequence[_Row],
         *,
         incremental: bool = False,
         mine: tuple[bytes, Mapping[int, tuple[int, int]]] | None = None,
     ) -> None:
-        """Import one valid doc.update event's update into ``state``, or record why not."""
-        name = event.event_id
+        """Apply stored doc.update events, (id, author key, raw) in the order given."""
+        if len(rows) < _BULK:
+            for row in rows:
+                self._apply(state, row, incremental=incremental, mine=mine)
+            return
+        with state.replica.bulk():
+            for row in rows:
+                self._apply(state, row, incremental=incremental, mine=mine)
+
+    def _apply(
+        self,
+        state: _State,
+        row: _Row,
+        *,
+        incremental: bool = False,
+        mine: tuple[bytes, Mapping[int, tuple[int, int]]] | None = None,
+    ) -> None:
+        """Import one valid doc.update event's update into ``state``, or record why not.
+
+        Only the event's data is read from its stored bytes: they were decoded and
+        verified before they were stored.
+        """
+        digest, author, raw = row
         try:
-            ref = decode_update_data(event.body.data)
+            ref = decode_update_data(orjson.loads(raw)["data"])
             update = ref.inline
             if ref.blob is not None:
                 update = self.peer.blobs.local(ref.blob)
                 if update is None:
-                    state.waiting[name] = ref.blob
+                    state.waiting[event_id(digest)] = ref.blob
                     return
                 if len(update) != ref.size:
                     raise MalformedError(
@@ -475,9 +579,13 @@ class Document:
                     )
             assert update is not None
             spans = self._crdt.spans(update)
-            check_peers(spans, event.author)
+            peer = self._peers.get(author)
+            if peer is None:
+                peer = self._peers[author] = doc_peer_id(agent_id(author))
+            if len(spans) != 1 or peer not in spans:
+                check_peers(spans, agent_id(author))
         except RemoteError as exc:
-            state.excluded[name] = (exc.reason, str(exc))
+            state.excluded[event_id(digest)] = (exc.reason, str(exc))
             return
         if mine is not None and _overlaps({p: [r] for p, r in mine[1].items()}, spans):
             raise ConcurrencyError(
@@ -487,7 +595,7 @@ class Document:
         if state.overlaps(spans):
             if incremental:
                 raise _Overlap
-            state.excluded[name] = (
+            state.excluded[event_id(digest)] = (
                 "doc_counter_reuse",
                 "its operations reuse counters of an update applied before it",
             )
@@ -495,7 +603,7 @@ class Document:
         try:
             state.replica.import_update(update)
         except MalformedError as exc:
-            state.excluded[name] = (exc.reason, str(exc))
+            state.excluded[event_id(digest)] = (exc.reason, str(exc))
             return
         state.add(spans)
         state.unsaved += 1

@@ -5,6 +5,7 @@
     3. POST /v1/events/depths             only if many are missing: order them
     4. POST /v1/events/get  (batches)     fetch, parents first; verify; store (pipelined)
     5. POST /v1/events      (batches)     push what the peer lacks, parents first
+    6. GET  /v1/blobs/{id}  (each)        the blobs of doc updates received, if any
 
 There is no version handshake: the /v1 path and the version byte of every
 reconciliation message carry it, so a peer of another version fails the first
@@ -18,14 +19,17 @@ size cap or deadline (peer/client.py) ends the sync, with a strike.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import Any
 
+from dizzy.peer.blob_fetch import BlobSource, FetchReport, receive_blob
 from dizzy.peer.client import Client
 from dizzy.peer.clock import now_ms
+from dizzy.peer.documents import missing_update_blobs
 from dizzy.peer.service import PeerService
 from dizzy.peer.store import IngestReport
 from dizzy.protocol import (
@@ -41,6 +45,7 @@ from dizzy.protocol import (
 
 __all__ = ["FETCH_BATCH", "SyncReport", "sync_with"]
 
+log = logging.getLogger("dizzy.peer")
 FETCH_BATCH = 5000
 Verified = tuple[list[bytes], list[Event | RemoteError]]
 MAX_ANCESTOR_ROUNDS = 64  # one DAG level per round at worst, each up to FETCH_BATCH events
@@ -59,6 +64,8 @@ class SyncReport:
     bytes_received: int = 0
     seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
+    blobs: int = 0  # of doc updates received (docs/documents.md#size)
+    blobs_missing: int = 0  # named by a doc update received; the peer did not give them
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,12 +94,14 @@ async def _sync(service: PeerService, client: Client) -> SyncReport:
     if service.relay:
         extra = [parse_entity(e) for e in await client.entities()]
     scope = await service.run(service.scope, extra)
+    since = await service.run(service.peer.store.last_position)
     if not scope:
         await client.info()  # nothing to reconcile: still prove the peer is there
     for start in range(0, max(len(scope), 1), MAX_SCOPE):
         chunk = scope[start : start + MAX_SCOPE]
         if chunk:
             await _sync_scope(service, client, chunk, report)
+    await _fetch_update_blobs(service, client, since, report)
     report.round_trips = client.requests
     report.bytes_sent, report.bytes_received = client.bytes_sent, client.bytes_received
     report.seconds = round(time.monotonic() - started, 3)
@@ -206,6 +215,33 @@ async def _fetch_missing_ancestors(
         if not raws:
             return
         _count(report, await service.run(service.ingest, raws, client.url))
+
+
+async def _fetch_update_blobs(
+    service: PeerService, client: Client, since: int, report: SyncReport
+) -> None:
+    """Fetch from the peer the blobs of the doc updates (over MAX_INLINE_UPDATE) this
+    sync brought, each checked against its name and held to its event's size. A
+    wrong answer is a strike; a blob the peer lacks waits for another sync."""
+    peer = service.peer
+    wanted = await service.run(missing_update_blobs, peer, since)
+    if not wanted:
+        return
+    source = BlobSource([client], FetchReport())
+    try:
+        for digest, size in sorted(wanted.items()):
+            try:
+                await source.get(digest, 0, receive_blob(peer, digest, size))
+            except TransportError as exc:
+                log.info("doc update blob %s from %s: %s", digest, client.url, exc)
+                report.blobs_missing += 1
+            else:
+                report.blobs += 1
+        if report.blobs:
+            await service.run(peer.blobs.sync)
+    finally:
+        for url, count in source.strikes.items():
+            await service.run(service.strike, url, count)
 
 
 def _count(report: SyncReport, ingest: IngestReport) -> None:

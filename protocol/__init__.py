@@ -7,7 +7,7 @@ This package's public face: dizzy.peer and dizzy.cli import from here, not from
 the modules below, so the modules can move without touching their callers.
 """
 
-from dizzy.protocol.bundle import encode_file, parse_file, verify_proof
+from dizzy.protocol.bundle import encode_file, parse_bundle, parse_file, verify_proof
 from dizzy.protocol.canonical import MAX_NESTING, MAX_SAFE_INTEGER
 from dizzy.protocol.documents import (
     DOC_KIND,
@@ -207,6 +207,7 @@ __all__ = [
     "grant_data",
     "judge",
     "parse_agent",
+    "parse_bundle",
     "parse_entity",
     "parse_event",
     "parse_file",

@@ -85,21 +85,21 @@ def decode_update_data(data: Mapping[str, Any]) -> UpdateRef:
     message = data.get("message")
     if not isinstance(message, str) or len(message) > MAX_MESSAGE_CHARS:
         raise _malformed(f"message must be a string of at most {MAX_MESSAGE_CHARS} characters")
-    keys = set(data)
-    if keys == {"message", "update"}:
+    keys = data.keys()
+    if keys == _INLINE_KEYS:
         text = data["update"]
         if not isinstance(text, str):
             raise _malformed("update must be a base64 string")
         try:
-            raw = base64.b64decode(text, validate=True)
+            raw = binascii.a2b_base64(text, strict_mode=True)
         except (binascii.Error, ValueError):
             raise _malformed("update is not base64") from None
-        if base64.b64encode(raw).decode("ascii") != text:
+        if binascii.b2a_base64(raw, newline=False) != text.encode("ascii"):
             raise _malformed("update is not in canonical base64 (padding, trailing bits)")
         if len(raw) > MAX_INLINE_UPDATE:
             raise _malformed(f"an inline update is at most {MAX_INLINE_UPDATE} bytes")
         return UpdateRef(message, inline=raw, size=len(raw))
-    if keys == {"blob", "bytes", "message"}:
+    if keys == _BLOB_KEYS:
         blob, size = data["blob"], data["bytes"]
         try:
             check_blob_id(blob)
@@ -112,6 +112,10 @@ def decode_update_data(data: Mapping[str, Any]) -> UpdateRef:
             )
         return UpdateRef(message, blob=blob, size=size)
     raise _malformed(f"unexpected fields {sorted(keys)}")
+
+
+_INLINE_KEYS = frozenset({"message", "update"})
+_BLOB_KEYS = frozenset({"blob", "bytes", "message"})
 
 
 def check_peers(spans: Mapping[int, tuple[int, int]], author: str) -> None:

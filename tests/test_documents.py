@@ -4,16 +4,19 @@ updates out of a document, the rebuild after a revoke, and the cache."""
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from dizzy.cli import app
 from dizzy.peer import LocalPeer
 from dizzy.peer.crdt import LORO, SetValue
-from dizzy.peer.documents import Document, create_document
+from dizzy.peer.documents import Document, create_document, excluded_updates
 from dizzy.protocol import (
     DOC_UPDATE,
     MAX_INLINE_UPDATE,
@@ -201,7 +204,9 @@ def _update_as(peer_id: int, key: str, value: Any) -> bytes:
     return replica.export_since(base)
 
 
-def test_an_update_under_another_peer_id_is_kept_out(homes: dict[str, LocalPeer]) -> None:
+def test_an_update_under_another_peer_id_is_kept_out(
+    homes: dict[str, LocalPeer], tmp_path: Path
+) -> None:
     entity = shared_doc(homes)
     alice, bob = homes["alice"], homes["bob"]
     alice.doc(entity).set("owner", "alice")
@@ -228,6 +233,22 @@ def test_an_update_under_another_peer_id_is_kept_out(homes: dict[str, LocalPeer]
             "set bob": "applied",
         }
     assert event.event_id in {h.event for h in alice.doc(entity).history()}
+    # kept out, they are in quarantine too, with their reason
+    rows = excluded_updates(alice, entity)
+    assert sorted(r["reason"] for r in rows) == ["doc_foreign_peer", *["doc_malformed"] * 2]
+    assert all(r["stored"] and r["entity"] == entity for r in rows)
+    alice.close()
+    listed = CliRunner().invoke(
+        app, ["quarantine", "list", "--json", "--home", str(tmp_path / "alice")]
+    )
+    assert listed.exit_code == 0, listed.output
+    assert {(r["id"], r["reason"]) for r in json.loads(listed.output)} >= {
+        (event.event_id, "doc_foreign_peer")
+    }
+    why = CliRunner().invoke(
+        app, ["quarantine", "why", event.event_id, "--home", str(tmp_path / "alice")]
+    )
+    assert why.exit_code == 0 and "doc_foreign_peer" in why.output, why.output
 
 
 def test_update_data_is_exactly_one_form() -> None:

@@ -222,6 +222,8 @@ def test_cli_sync_while_the_daemon_writes_the_same_home(tmp_path: Path, daemons:
         "bytes_received",
         "seconds",
         "reasons",
+        "blobs",
+        "blobs_missing",
     }
     assert synced["url"] == da.url
     assert synced["rejected"] == synced["pending"] == synced["sent"] == 0

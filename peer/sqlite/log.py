@@ -239,6 +239,19 @@ class LogRows:
             "SELECT id, raw FROM events WHERE entity=? ORDER BY depth, id", (entity,)
         ).fetchall()
 
+    def typed_rows(self, entity: bytes, type: str) -> list[tuple[bytes, bytes, bytes]]:
+        return self.db.execute(
+            "SELECT id, author, raw FROM events e WHERE entity=? AND type=?"
+            + _VALID
+            + " ORDER BY depth, id",
+            (entity, type),
+        ).fetchall()
+
+    def rows_of(self, events: Sequence[bytes]) -> list[tuple[bytes, bytes, bytes]]:
+        sql = "SELECT id, author, raw FROM events WHERE id IN ({marks})"
+        found = {row[0]: row for row in in_chunks(self.db, sql, events)}
+        return [found[e] for e in events if e in found]
+
     def heads(self, entity: bytes) -> list[bytes]:
         return [r[0] for r in self.db.execute("SELECT id FROM heads WHERE entity=?", (entity,))]
 
