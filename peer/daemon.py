@@ -120,13 +120,12 @@ async def serve(
                 kick.clear()
                 await gossip_round(service, pool, interval)
                 timer = interval * random.uniform(0.75, 1.25)
-                done, _ = await asyncio.wait(
-                    [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(kick.wait())],
-                    timeout=timer,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                for waiting in done:
-                    waiting.result()
+                waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(kick.wait())]
+                try:
+                    await asyncio.wait(waits, timeout=timer, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiting in waits:
+                        waiting.cancel()
                 if kick.is_set() and not stop.is_set():
                     await asyncio.sleep(DEBOUNCE_S)
 
