@@ -49,6 +49,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/transfer.py
 	$(BIN)/python bench/docs.py
+	$(BIN)/python bench/flow.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

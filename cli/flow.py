@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from dizzy.cli.common import common
+from dizzy.cli.graphviz import to_svg
 from dizzy.cli.output import Output, printable, table, when
 from dizzy.flow import Counts, Runner
 from dizzy.flow.admin import parked, rebuild, retry, skip, status
@@ -203,10 +204,10 @@ def rebuild_cmd(peer: LocalPeer, out: Output, projection: str) -> None:
 @click.option(
     "--format",
     "format_",
-    type=click.Choice(["dot", "mermaid"]),
+    type=click.Choice(["dot", "mermaid", "svg"]),
     default="dot",
     show_default=True,
-    help="Graphviz dot, or Mermaid (renders in GitHub markdown).",
+    help="Graphviz dot, Mermaid (renders in GitHub markdown), or SVG (needs Graphviz).",
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
 @common
@@ -219,7 +220,7 @@ def graph_cmd(
 
     \b
     Examples:
-      dizzy flow graph payments_flow.py | dot -Tsvg > flows.svg
+      dizzy flow graph payments_flow.py --format svg -o flows.svg
       dizzy flow graph payments_flow.py --format mermaid -o flows.mmd
     """
     del peer  # no home needed: nothing is read or run
@@ -227,7 +228,7 @@ def graph_cmd(
     if out.json:
         out.emit(describe(flows), "")
         return
-    text = render(flows, format_)
+    text = to_svg(render(flows, "dot")) if format_ == "svg" else render(flows, format_)
     if output is None:
         click.echo(text, nl=False)
     else:

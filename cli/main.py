@@ -24,6 +24,7 @@ from dizzy.cli import (
     identity,
     network,
     proofs,
+    provenance,
 )
 from dizzy.cli.common import DizzyGroup
 
@@ -73,5 +74,6 @@ app.add_command(files.ls_cmd)
 app.add_command(files.fetch_cmd)
 # flows: handlers and projections over the log (docs/flows.md)
 app.add_command(flow.flow_group)
+app.add_command(provenance.prov)
 # documents (docs/documents.md)
 app.add_command(documents.doc)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import click
 
 from dizzy.cli.common import check_url, common
 from dizzy.cli.output import Output, table, when
+from dizzy.flow import Runner
+from dizzy.flow.loader import load_flows
 from dizzy.peer import LocalPeer
-from dizzy.peer.daemon import DEFAULT_INTERVAL_S, HEADER_TIMEOUT_S, serve
+from dizzy.peer.daemon import DEFAULT_INTERVAL_S, HEADER_TIMEOUT_S, Worker, serve
 from dizzy.peer.sync import SyncReport
 from dizzy.peer.syncing import sync_all
 from dizzy.protocol import UsageError, parse_entity
@@ -40,6 +43,14 @@ def peer_group() -> None:
     show_default=True,
     help="Seconds a client may take to send a request head, or stay idle.",
 )
+@click.option(
+    "--flow",
+    "flowfiles",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Run the flows of this file in the daemon (repeatable): events that arrive"
+    " by gossip trigger its handlers.",
+)
 @common
 def peer_run(
     peer: LocalPeer,
@@ -49,20 +60,30 @@ def peer_run(
     relay: bool,
     interval: float,
     header_timeout: float,
+    flowfiles: tuple[Path, ...],
 ) -> None:
     """Serve this home's log over HTTP and gossip with known peers.
 
-    Logs each sync (peer, events in and out, rejections) to stderr. Stops
-    cleanly on Ctrl-C or SIGTERM; a restart resumes where it stopped.
+    Logs each sync (peer, events in and out, rejections) to stderr. New
+    events (appended here, emitted by a flow, received) are sent to known
+    peers at once; every --interval seconds all peers are synced as repair.
+    With --flow, the file's handlers and projections run in the daemon, off
+    its event loop. Stops cleanly on Ctrl-C or SIGTERM; a restart resumes
+    where it stopped.
 
     \b
-    Example:
+    Examples:
       dizzy peer run --port 7777
+      dizzy peer run --flow payments_flow.py
     """
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     peer.store  # noqa: B018 - open (and create) the log before listening
+    workers: list[Worker] = []
+    if flowfiles:
+        flows = [flow for file in flowfiles for flow in load_flows(file)]
+        workers.append(Runner(peer, flows).run)
 
     def ready(url: str) -> None:
         out.emit({"listening": url}, f"dizzy peer listening on {url}")
@@ -76,6 +97,7 @@ def peer_run(
             interval=interval,
             on_ready=ready,
             header_timeout=header_timeout,
+            workers=workers,
         )
     )
 

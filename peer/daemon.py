@@ -1,5 +1,12 @@
 """``dizzy peer run``: serve the /v1 API and gossip with known peers.
 
+Live propagation: the daemon follows its home's change feed (its own commits
+at once, other processes' — a CLI append, a flow runner's emits — through
+``PRAGMA data_version`` within ``LIVE_POLL_S``) and, when something new is
+stored, syncs with its known peers at once (after ``DEBOUNCE_S``, so a burst
+of commits costs one round). The peer that receives the events does the same,
+so an answer comes back the same way. The timer below is the repair path.
+
 Gossip: every ``interval`` seconds (with ±25 % jitter, so peers started
 together drift apart) each known peer whose back-off has passed is synced
 both ways. A failure doubles that peer's back-off, up to ``MAX_BACKOFF_S``;
@@ -16,24 +23,40 @@ import errno
 import logging
 import random
 import signal
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
 from dizzy.peer.client import ClientPool
 from dizzy.peer.clock import now_ms
+from dizzy.peer.feed import FeedWaiter
 from dizzy.peer.local import LocalPeer
 from dizzy.peer.server import make_app
 from dizzy.peer.service import PeerService
+from dizzy.peer.store import Store
 from dizzy.peer.syncing import DEFAULT_INTERVAL_S, MAX_BACKOFF_S, sync_and_record
 from dizzy.protocol import UsageError
 
-__all__ = ["DEFAULT_INTERVAL_S", "HEADER_TIMEOUT_S", "MAX_BACKOFF_S", "gossip_round", "serve"]
+__all__ = [
+    "DEBOUNCE_S",
+    "DEFAULT_INTERVAL_S",
+    "HEADER_TIMEOUT_S",
+    "MAX_BACKOFF_S",
+    "Worker",
+    "gossip_round",
+    "serve",
+]
 
 log = logging.getLogger("dizzy.peer")
 # aiohttp closes a connection whose next request head has not fully arrived
 # within its keep-alive timeout: this is the header and idle timeout.
 HEADER_TIMEOUT_S = 15.0
+DEBOUNCE_S = 0.05  # wait after a commit before syncing, so a burst costs one round
+LIVE_POLL_S = 0.02  # how often the feed watcher looks for other connections' commits
+# Something to run beside the server, in a thread of its own, until the event it
+# is given is set (``dizzy peer run --flow``: a flow Runner's ``run``).
+Worker = Callable[[threading.Event], object]
 
 
 async def gossip_round(service: PeerService, pool: ClientPool, interval: float) -> None:
@@ -52,7 +75,12 @@ async def serve(
     interval: float = DEFAULT_INTERVAL_S,
     on_ready: Callable[[str], None] | None = None,
     header_timeout: float = HEADER_TIMEOUT_S,
+    workers: Sequence[Worker] = (),
+    live: bool = True,
 ) -> None:
+    """Serve ``peer`` until SIGINT/SIGTERM; gossip every ``interval`` seconds and,
+    if ``live``, at once after each new commit to the log. Each of ``workers`` runs
+    in a thread until the daemon stops; one that fails stops the daemon."""
     service = PeerService(peer, relay=relay)
     runner = web.AppRunner(
         make_app(service),
@@ -81,6 +109,7 @@ async def serve(
         on_ready(url)
 
     stop = asyncio.Event()
+    kick = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -88,17 +117,59 @@ async def serve(
     async def gossip() -> None:
         async with ClientPool() as pool:
             while not stop.is_set():
+                kick.clear()
                 await gossip_round(service, pool, interval)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), interval * random.uniform(0.75, 1.25))
+                timer = interval * random.uniform(0.75, 1.25)
+                waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(kick.wait())]
+                try:
+                    await asyncio.wait(waits, timeout=timer, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiting in waits:
+                        waiting.cancel()
+                if kick.is_set() and not stop.is_set():
+                    await asyncio.sleep(DEBOUNCE_S)
 
+    halt = threading.Event()  # stops the feed watcher and the workers
+    failures: list[BaseException] = []
+
+    def watch() -> None:
+        """Set ``kick`` whenever the feed moves, whoever committed."""
+        try:
+            with Store(peer.store.path) as store, FeedWaiter(store, poll_s=LIVE_POLL_S) as waiter:
+                seen = store.last_position()
+                while not halt.is_set():
+                    if waiter.wait(0.25) and (position := store.last_position()) > seen:
+                        seen = position
+                        loop.call_soon_threadsafe(kick.set)
+        except BaseException as exc:  # reported, and the daemon stops
+            failures.append(exc)
+            loop.call_soon_threadsafe(stop.set)
+
+    def run_worker(worker: Worker) -> None:
+        try:
+            worker(halt)
+        except BaseException as exc:  # reported, and the daemon stops
+            failures.append(exc)
+        if not halt.is_set():
+            loop.call_soon_threadsafe(stop.set)
+
+    threads = [threading.Thread(target=run_worker, args=(w,), daemon=True) for w in workers]
+    if live:
+        threads.append(threading.Thread(target=watch, name="dizzy-feed-watch", daemon=True))
+    for thread in threads:
+        thread.start()
     task = asyncio.create_task(gossip())
     try:
         await stop.wait()
     finally:
         log.info("stopping")
+        halt.set()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        for thread in threads:
+            await asyncio.to_thread(thread.join)
         await runner.cleanup()
         service.close()
+    if failures:
+        raise failures[0]

@@ -38,6 +38,7 @@ __all__ = [
     "dizzy",
     "dizzy_json",
     "event_count",
+    "events_of_type",
     "heads",
     "log_ids",
     "make_home",
@@ -96,6 +97,11 @@ def _read(home: Path, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         return db.execute(sql, args).fetchall()
     finally:
         db.close()
+
+
+def events_of_type(home: Path, type_: str) -> int:
+    """How many events of ``type_`` ``home`` holds."""
+    return int(_read(home, "SELECT count(*) FROM events WHERE type = ?", (type_,))[0][0])
 
 
 def event_count(home: Path) -> int:
@@ -208,8 +214,11 @@ class Daemons:
         interval: float = 0.5,
         header_timeout: float | None = None,
         relay: bool = False,
+        flows: tuple[Path, ...] = (),
     ) -> Daemon:
         args = ["peer", "run", "--home", str(home), "--port", "0", "--interval", str(interval)]
+        for flow in flows:
+            args += ["--flow", str(flow)]
         if header_timeout is not None:
             args += ["--header-timeout", str(header_timeout)]
         if relay:

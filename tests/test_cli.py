@@ -281,6 +281,7 @@ COMMANDS = {
         "members",
         "peer",
         "proof",
+        "prov",
         "quarantine",
         "revoke",
         "share",
