@@ -9,6 +9,7 @@ the modules below, so the modules can move without touching their callers.
 
 from dizzy.protocol.bundle import encode_file, parse_file, verify_proof
 from dizzy.protocol.canonical import MAX_NESTING, MAX_SAFE_INTEGER
+from dizzy.protocol.checked import Checked, check_events
 from dizzy.protocol.errors import (
     AnswerLimitError,
     BadLinkError,
@@ -50,6 +51,7 @@ from dizzy.protocol.ids import (
     b32encode,
     entity_id,
     event_id,
+    event_ids,
     parse_agent,
     parse_entity,
     parse_event,
@@ -83,6 +85,8 @@ from dizzy.protocol.reconcile import FRAME_LIMIT, MAX_MESSAGE_BYTES, ItemSet, Re
 from dizzy.protocol.verify import (
     PERMISSION_REASONS,
     EntityReport,
+    EntityVerifier,
+    Summary,
     Verdict,
     check_links,
     verify_entity,
@@ -129,9 +133,11 @@ __all__ = [
     "AnswerLimitError",
     "BadLinkError",
     "BadSignatureError",
+    "Checked",
     "ConcurrencyError",
     "DizzyError",
     "EntityReport",
+    "EntityVerifier",
     "EquivocationError",
     "Event",
     "EventBody",
@@ -153,6 +159,7 @@ __all__ = [
     "Reconciler",
     "RemoteError",
     "StoreError",
+    "Summary",
     "TransportError",
     "UnauthorizedError",
     "UnknownVersionError",
@@ -165,6 +172,7 @@ __all__ = [
     "b32encode",
     "blob_id",
     "check_blob_id",
+    "check_events",
     "check_links",
     "closure",
     "decode_depths",
@@ -180,6 +188,7 @@ __all__ = [
     "encode_reconcile",
     "entity_id",
     "event_id",
+    "event_ids",
     "frontier",
     "genesis_body",
     "grant_data",
