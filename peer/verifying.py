@@ -13,12 +13,10 @@ needs until the end (docs/performance.md#verify-and-log-at-scale).
 
 from __future__ import annotations
 
-import heapq
 import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import islice
 
 from dizzy.peer.store import Store
 from dizzy.protocol import (
@@ -62,11 +60,10 @@ class StoredVerification:
         return self._verifier.known
 
     def __iter__(self) -> Iterator[list[Verdict]]:
-        rows = self._rows()
         pending: deque[Future[Checks]] = deque()
         pool = ThreadPoolExecutor(self._workers, thread_name_prefix="dizzy-verify")
         try:
-            while chunk := list(islice(rows, self._chunk)):
+            for chunk in self._chunks():
                 pending.append(pool.submit(_check, chunk))
                 if len(pending) > 2 * self._workers:  # enough queued to keep every thread busy
                     yield self._feed(pending.popleft().result())
@@ -76,26 +73,25 @@ class StoredVerification:
             pool.shutdown(cancel_futures=True)
         yield self._verifier.finish()
 
-    def _rows(self) -> Iterator[Row]:
-        """The stored events, and the other geneses kept as evidence of an
-        equivocation, merged in causal order."""
+    def _chunks(self) -> Iterator[list[Row]]:
+        """The stored events in chunks, and the other geneses kept as evidence of
+        an equivocation among the first, in causal order (depth 0: the first
+        chunk holds the stored geneses unless there are more than a chunk of
+        them, and then only the order of the geneses' verdicts differs)."""
         evidence = [
             (parse_event(name), 0, raw)
             for name, raw in self._store.equivocations(self._entity)
             if self._store.get(name) is None
         ]
-        stored = (
-            row for rows in self._store.event_rows(self._entity, invalid=True) for row in rows
-        )
-        return heapq.merge(sorted(evidence), stored, key=lambda row: (row[1], row[0]))
+        chunks = self._store.event_rows(self._entity, invalid=True, batch=self._chunk)
+        if evidence:
+            first = next(chunks, [])
+            yield sorted(first + evidence, key=lambda row: (row[1], row[0]))
+        yield from chunks
 
     def _feed(self, checks: Checks) -> list[Verdict]:
-        add = self._verifier.add
-        return [
-            verdict
-            for name, (key, _, _), found in zip(*checks, strict=True)
-            for verdict in add(name, found, key)
-        ]
+        names, rows, found = checks
+        return self._verifier.add_all(names, found, [key for key, _, _ in rows])
 
 
 def _check(rows: list[Row]) -> Checks:

@@ -27,8 +27,8 @@ another form, any check that fails — goes to ``decode_event`` itself, so the
 outcome for every input is ``decode_event``'s, errors and messages included
 (tests/test_checked.py compares both on mutated events).
 
-Signatures and parent ids are decoded from base32 a few dozen at a time (one
-integer each), and each signature is checked as soon as its part is parsed:
+Signatures are decoded from base32 sixteen at a time (one integer each), and
+each is checked as soon as its part of the events is parsed:
 libsodium releases the GIL, so the threads of a pool take turns between
 Python and signatures instead of waiting for each other.
 """
@@ -46,7 +46,7 @@ import orjson
 from dizzy.protocol.canonical import MAX_SAFE_INTEGER, check_value
 from dizzy.protocol.errors import RemoteError
 from dizzy.protocol.event import EVENT_CONTEXT, Event, decode_event, verify_detached
-from dizzy.protocol.ids import parse_agent, parse_entity, parse_event
+from dizzy.protocol.ids import parse_agent, parse_entity
 
 __all__ = ["Checked", "check_events"]
 
@@ -58,7 +58,7 @@ class Checked(NamedTuple):
     entity: str
     author: str
     type: str
-    parents: tuple[bytes, ...]  # the parents' ids, 32 bytes each
+    parents: tuple[str, ...]  # the parents' ids, printable (``Event.parents``)
     depth: int
     event: Event | None  # the whole event when its data counts: a genesis, a grant, a revoke
 
@@ -89,7 +89,8 @@ _agents: dict[bytes, tuple[str, bytes]] = {}
 _entities: dict[bytes, tuple[str, bytes]] = {}
 _types: dict[bytes, str] = {}
 
-_Parsed = tuple[int, bytes, str, str, str, list[bytes], int, bytes, bytes]
+_Parsed = tuple[int, bytes, str, str, str, tuple[str, ...], int, bytes, bytes]
+_tuple = tuple.__new__
 
 
 def check_events(raws: Sequence[bytes]) -> list[Checked | RemoteError]:
@@ -112,16 +113,13 @@ def _check_part(raws: Sequence[bytes]) -> list[Checked | RemoteError]:
             results.append(None)
             parsed.append(found)
     if parsed:
-        sigs = _b32_many([p[8] for p in parsed], 1, 65, 64)
-        parents = _b32_many([t[3:] for p in parsed for t in p[5]], 4, 35, 32)
-        taken = 0
-        for (index, key, author, entity, type_, texts, depth, digest, _), sig in zip(
+        sigs = _b32_many([p[7] for p in parsed], 1, 65, 64)
+        for (index, key, author, entity, type_, parents, depth, _, digest), sig in zip(
             parsed, sigs, strict=True
         ):
-            keys = tuple(parents[taken : taken + len(texts)])
-            taken += len(texts)
             if verify_detached(key, EVENT_CONTEXT + digest, sig):
-                results[index] = Checked(digest, entity, author, type_, keys, depth, None)
+                fields = (digest, entity, author, type_, parents, depth, None)
+                results[index] = _tuple(Checked, fields)  # Checked(*fields), minus its __new__
             else:
                 results[index] = _decoded(raws[index])  # decode_event says why
     return [r for r in results if r is not None]
@@ -135,7 +133,7 @@ def _parse(index: int, raw: bytes) -> _Parsed | None:
     match = _TEMPLATE.fullmatch(raw)
     if match is None:
         return None
-    author_text, clock, data, depth, entity_text, parents, sig, type_text = match.groups()
+    author_text, clock, data, depth_text, entity_text, parent_texts, sig, type_text = match.groups()
     try:
         author, key = _agents.get(author_text) or _point(_agents, author_text, parse_agent)
         entity = (_entities.get(entity_text) or _point(_entities, entity_text, parse_entity))[0]
@@ -144,19 +142,20 @@ def _parse(index: int, raw: bytes) -> _Parsed | None:
     except (RemoteError, orjson.JSONDecodeError):
         return None
     type_ = _types.get(type_text) or _type(type_text)
+    depth = int(depth_text)
     if (
         type_ is None
         or orjson.dumps(value, option=_SORT) != data
         or int(clock) > MAX_SAFE_INTEGER
-        or not 1 <= int(depth) <= MAX_SAFE_INTEGER
+        or not 1 <= depth <= MAX_SAFE_INTEGER
     ):
         return None
-    texts = parents[1:-1].split(b'","')
-    if len(texts) > 1 and any(a >= b for a, b in pairwise(texts)):
+    parents = tuple(parent_texts[1:-1].decode("ascii").split('","'))
+    if len(parents) > 1 and any(a >= b for a, b in pairwise(parents)):
         return None
     start, end = match.span(7)
     digest = blake3.blake3(raw[: start - _SIG_START] + raw[end + 1 :]).digest()
-    return index, key, author, entity, type_, texts, int(depth), digest, sig
+    return index, key, author, entity, type_, parents, depth, sig, digest
 
 
 def _point(
@@ -200,5 +199,6 @@ def _decoded(raw: bytes) -> Checked | RemoteError:
         event = decode_event(raw)
     except RemoteError as exc:
         return exc
-    parents = tuple(parse_event(p) for p in event.parents)
-    return Checked(event.id, event.entity, event.author, event.type, parents, event.depth, event)
+    return Checked(
+        event.id, event.entity, event.author, event.type, event.parents, event.depth, event
+    )

@@ -29,7 +29,7 @@ them all. ``verify_entity`` (proof files) feeds a whole list through it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -132,6 +132,9 @@ def check_links(body: EventBody, parent_depths: Mapping[str, int]) -> str | None
     return None
 
 
+_tuple = tuple.__new__
+
+
 class _Waiting(NamedTuple):
     """An intact, linked event whose permission verdict waits for the judge."""
 
@@ -152,13 +155,14 @@ class EntityVerifier:
     0, so they come first, and the verdicts wait until an event of depth 1
     or more (or ``finish``) shows that no other genesis follows.
 
-    Links need the events seen: their ids in three sets, those of the depth
-    being read, of the depth before, and of all the others, which is all the
-    check needs (``depth == 1 + max(depth of parents)`` holds exactly when
-    every parent was seen, none at this depth and one at the depth before).
-    An event that comes at a lower depth than the one before it is out of
-    causal order: a failure (``bad_link``), since its parents cannot be
-    checked.
+    Links need the events seen, in three parts: those of the depth being
+    read and of the depth before (printable id -> id: parents are named by
+    their printable ids, and nearly always sit one depth below), and the ids
+    of all the others, 32 bytes each: all the check needs, since ``depth ==
+    1 + max(depth of parents)`` holds exactly when every parent was seen,
+    none at this depth and one at the depth before. An event that comes at a
+    lower depth than the one before it is out of causal order: a failure
+    (``bad_link``), since its parents cannot be checked.
     """
 
     def __init__(self, entity: str | None = None) -> None:
@@ -168,18 +172,85 @@ class EntityVerifier:
         self._waiting: list[Verdict | _Waiting] = []  # while judging
         self._geneses: dict[bytes, Checked] = {}
         self._depth = 0  # the depth being read
-        self._current: set[bytes] = set()
-        self._previous: set[bytes] = set()
+        self._current: dict[str, bytes] = {}
+        self._previous: dict[str, bytes] = {}
         self._older: set[bytes] = set()
         self._judging = False  # the verdicts wait for the judge (see the module)
+        self._fast = False  # known, one genesis, not judging: the creator's events go fast
         self._nodes: list[Node] = []
-        self._names: dict[bytes, str] = {}  # id -> printable id of the events the judge sees
+        self._judged: set[str] = set()  # the events the judge sees
 
     def add(
         self, claimed: str, found: Checked | RemoteError, key: bytes | None = None
     ) -> list[Verdict]:
         """Take the event filed under ``claimed`` (``key``: the same id as bytes,
         if the caller has it) as decoded and verified; the verdicts known now."""
+        return self.add_all([claimed], [found], [key])
+
+    def add_all(
+        self,
+        claimed: Sequence[str],
+        found: Sequence[Checked | RemoteError],
+        keys: Sequence[bytes | None],
+    ) -> list[Verdict]:
+        """``add`` for each (claimed, found, key) in turn."""
+        out: list[Verdict] = []
+        summary = self.summary
+        # The usual case in local names: the creator's event whose parents are all
+        # one depth below it is valid, decided here without the general path.
+        fast, creator, entity = self._fast, summary.creator, summary.entity
+        depth_now, current, previous = self._depth, self._current, self._previous
+        good = 0
+        for name, item, key in zip(claimed, found, keys, strict=True):
+            if (
+                fast
+                and type(item) is Checked
+                and item.event is None  # neither a genesis nor a grant or revoke
+                and item.id == key
+                and item.author == creator
+                and item.entity == entity
+            ):
+                depth, parents = item.depth, item.parents
+                below = previous if depth == depth_now else current
+                if (depth == depth_now or depth == depth_now + 1) and (
+                    parents[0] in below if len(parents) == 1 else all(p in below for p in parents)
+                ):
+                    if depth != depth_now:
+                        self._older.update(previous.values())
+                        previous, current, depth_now = current, {}, depth
+                    current[name] = item.id
+                    good += 1
+                    out.append(_tuple(Verdict, (name, True, "ok", "", creator, item.type, depth)))
+                    continue
+            self._depth, self._current, self._previous = depth_now, current, previous
+            summary.events += good
+            summary.good += good
+            good = 0
+            out += self._add(name, item, key)
+            fast, creator, entity = self._fast, summary.creator, summary.entity
+            depth_now, current, previous = self._depth, self._current, self._previous
+        self._depth, self._current, self._previous = depth_now, current, previous
+        summary.events += good
+        summary.good += good
+        return out
+
+    def finish(self) -> list[Verdict]:
+        """The verdicts still waiting, all of them."""
+        out = [] if self.known else self._settle()
+        if self._judging:
+            assert self.summary.creator is not None
+            invalid = judge(self.summary.creator, self._nodes).invalid
+            self._nodes, self._judged = [], set()
+            for item in self._waiting:
+                if isinstance(item, _Waiting):
+                    reason, detail = invalid.get(item.event_id, ("ok", ""))
+                    item = Verdict(item.event_id, reason == "ok", reason, detail, *item[1:])
+                self.summary.count(item)
+                out.append(item)
+            self._waiting = []
+        return out
+
+    def _add(self, claimed: str, found: Checked | RemoteError, key: bytes | None) -> list[Verdict]:
         summary = self.summary
         if isinstance(found, RemoteError):
             return self._give(Verdict(claimed, False, found.reason, str(found)))
@@ -202,48 +273,32 @@ class EntityVerifier:
                 settled = self._settle()
         if found.event is not None and found.event.is_genesis:
             self._geneses[found.id] = found
-            self._current.add(found.id)
+            self._current[claimed] = found.id
         return settled + self._give((claimed, found))
-
-    def finish(self) -> list[Verdict]:
-        """The verdicts still waiting, all of them."""
-        out = [] if self.known else self._settle()
-        if self._judging:
-            assert self.summary.creator is not None
-            invalid = judge(self.summary.creator, self._nodes).invalid
-            self._nodes, self._names = [], {}
-            for item in self._waiting:
-                if isinstance(item, _Waiting):
-                    reason, detail = invalid.get(item.event_id, ("ok", ""))
-                    item = Verdict(item.event_id, reason == "ok", reason, detail, *item[1:])
-                self.summary.count(item)
-                out.append(item)
-            self._waiting = []
-        return out
 
     # -- links ----------------------------------------------------------------------
 
     def _step(self, depth: int) -> None:
         """Move on to ``depth``, deeper than the depth being read."""
-        self._older |= self._previous
+        self._older.update(self._previous.values())
         if depth == self._depth + 1:
             self._previous = self._current
         else:  # no event at the depths between: none of depth - 1
-            self._older |= self._current
-            self._previous = set()
-        self._current = set()
+            self._older.update(self._current.values())
+            self._previous = {}
+        self._current = {}
         self._depth = depth
 
     def _why_not_linked(self, found: Checked) -> str | None:
-        """As ``check_links``, from the three sets of ids seen."""
+        """As ``check_links``, from the events seen."""
         at_depth = before = False
         for parent in found.parents:
             if parent in self._previous:
                 before = True
             elif parent in self._current:
                 at_depth = True
-            elif parent not in self._older:
-                return f"parent {event_id(parent)} is not an event of this entity"
+            elif _key(parent) not in self._older:
+                return f"parent {parent} is not an event of this entity"
         if at_depth:
             return f"depth {found.depth} should be {found.depth + 1} (1 + deepest parent)"
         if not before:
@@ -265,6 +320,7 @@ class EntityVerifier:
             summary.kind = lowest.body.data["kind"]
             summary.name = lowest.body.data.get("name")
             summary.equivocated = len(self._geneses) > 1
+            self._fast = not summary.equivocated
         early, self._early = self._early, []
         return [v for item in early for v in self._give(item)]
 
@@ -288,7 +344,7 @@ class EntityVerifier:
                 return _failed(claimed, found, "missing_genesis", missing)
             if (why := self._why_not_linked(found)) is not None:
                 return _failed(claimed, found, "bad_link", why)
-            self._current.add(found.id)
+            self._current[claimed] = found.id
         if summary.equivocated:
             # The entity key signed several geneses: none of its events is valid
             # (docs/protocol.md#equivocation), whatever they link to.
@@ -296,11 +352,12 @@ class EntityVerifier:
             return _failed(claimed, found, "equivocation", why)
         if found.author != summary.creator or found.type in PERMISSION_TYPES:
             self._judging = True
+            self._fast = False
         if not self._judging:
             return Verdict(claimed, True, "ok", "", found.author, found.type, found.depth)
-        self._names[found.id] = claimed
+        self._judged.add(claimed)
         data = found.event.body.data if found.event and found.type in PERMISSION_TYPES else {}
-        parents = tuple(self._names[p] for p in found.parents if p in self._names)
+        parents = tuple(p for p in found.parents if p in self._judged)
         self._nodes.append(Node(claimed, found.author, found.type, parents, found.depth, data))
         return _Waiting(claimed, found.author, found.type, found.depth)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -251,7 +252,9 @@ class LogRows:
             while rows := cursor.fetchmany(batch):
                 yield rows
         finally:
-            cursor.close()
+            # Left early (a reader gone), perhaps once the store is closed.
+            with contextlib.suppress(sqlite3.ProgrammingError):
+                cursor.close()
 
     def log_shape(self, entity: bytes, *, invalid: bool = False) -> tuple[int | None, list[str]]:
         """The greatest depth and the types of the entity's valid (or all) events,
