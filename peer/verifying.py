@@ -34,7 +34,7 @@ __all__ = ["CHUNK", "StoredVerification"]
 
 CHUNK = 512  # events per task of the pool
 Row = tuple[bytes, int, bytes]  # id, depth, stored bytes
-Checks = tuple[list[str], list[Row], list[Checked | RemoteError]]
+Checks = tuple[list[str], list[bytes], list[Checked | RemoteError]]
 
 
 class StoredVerification:
@@ -90,10 +90,11 @@ class StoredVerification:
         yield from chunks
 
     def _feed(self, checks: Checks) -> list[Verdict]:
-        names, rows, found = checks
-        return self._verifier.add_all(names, found, [key for key, _, _ in rows])
+        names, keys, found = checks
+        return self._verifier.add_all(names, found, keys)
 
 
 def _check(rows: list[Row]) -> Checks:
-    """On a thread of the pool: the printable ids, and what the bytes are."""
-    return event_ids([key for key, _, _ in rows]), rows, check_events([raw for _, _, raw in rows])
+    """On a thread of the pool: the ids, printable and not, and what the bytes are."""
+    keys = [key for key, _, _ in rows]
+    return event_ids(keys), keys, check_events([raw for _, _, raw in rows])

@@ -200,6 +200,7 @@ class EntityVerifier:
         # one depth below it is valid, decided here without the general path.
         fast, creator, entity = self._fast, summary.creator, summary.entity
         depth_now, current, previous = self._depth, self._current, self._previous
+        keep, append = self._older.update, out.append
         good = 0
         for name, item, key in zip(claimed, found, keys, strict=True):
             if (
@@ -216,11 +217,11 @@ class EntityVerifier:
                     parents[0] in below if len(parents) == 1 else all(p in below for p in parents)
                 ):
                     if depth != depth_now:
-                        self._older.update(previous.values())
+                        keep(previous.values())
                         previous, current, depth_now = current, {}, depth
                     current[name] = item.id
                     good += 1
-                    out.append(_tuple(Verdict, (name, True, "ok", "", creator, item.type, depth)))
+                    append(_tuple(Verdict, (name, True, "ok", "", creator, item.type, depth)))
                     continue
             self._depth, self._current, self._previous = depth_now, current, previous
             summary.events += good

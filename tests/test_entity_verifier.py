@@ -26,6 +26,7 @@ from dizzy.protocol import (
     decode_event,
     genesis_body,
     judge,
+    parse_event,
     sign_event,
     verify_entity,
 )
@@ -117,13 +118,25 @@ def same(new: list[Verdict], old: list[Verdict]) -> None:
         assert n == o
 
 
-def streamed(items: list[tuple[str, bytes]], entity: str | None = None) -> list[Verdict]:
-    """Through EntityVerifier one event at a time, in the order given."""
+def streamed(
+    items: list[tuple[str, bytes]], entity: str | None = None, batch: int = 1
+) -> list[Verdict]:
+    """Through EntityVerifier in the order given: one at a time, or ``batch`` at a
+    time through ``add_all`` (with the ids as bytes, as the store gives them)."""
     verifier = EntityVerifier(entity)
     found = check_events([raw for _, raw in items])
-    out = [
-        v for (claimed, _), f in zip(items, found, strict=True) for v in verifier.add(claimed, f)
-    ]
+    if batch == 1:
+        out = [
+            v
+            for (claimed, _), f in zip(items, found, strict=True)
+            for v in verifier.add(claimed, f)
+        ]
+        return out + verifier.finish()
+    out = []
+    for start in range(0, len(items), batch):
+        names = [claimed for claimed, _ in items[start : start + batch]]
+        keys: list[bytes | None] = [parse_event(claimed) for claimed in names]
+        out += verifier.add_all(names, found[start : start + batch], keys)
     return out + verifier.finish()
 
 
@@ -210,8 +223,9 @@ def test_verdicts_match_judging_the_whole_entity(seed: int, steps: int) -> None:
     same(verify_entity(shuffled).verdicts, reference(shuffled))
     entity = events[0].entity
     # Streamed in causal order, the failures fall where they were given.
-    stream = streamed(items, entity)
-    assert sorted(stream) == sorted(verify_entity(items, entity).verdicts)
+    whole = sorted(verify_entity(items, entity).verdicts)
+    assert sorted(streamed(items, entity)) == whole
+    assert sorted(streamed(items, entity, batch=rng.randrange(2, 9))) == whole
 
 
 def test_verify_entity_names_the_entity_of_the_first_intact_event() -> None:
