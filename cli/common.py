@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,11 @@ class DizzyGroup(click.Group):
             return super().invoke(ctx)
         except DizzyError as exc:
             click.echo(f"dizzy: error: {exc}", err=True)
+            ctx.exit(1)
+        except BrokenPipeError:
+            # The reader of the output went away (`dizzy log … | head`): stop quietly,
+            # with nothing left for the interpreter to flush into the closed pipe.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             ctx.exit(1)
         except OSError as exc:
             name = f" {exc.filename}" if exc.filename else ""

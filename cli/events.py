@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
+import orjson
 
 from dizzy.cli.common import common, read_data
-from dizzy.cli.output import Output, short, table, when
+from dizzy.cli.output import (
+    JSONArray,
+    Output,
+    Stream,
+    printable,
+    short,
+    table,
+    when,
+    when_second,
+)
 from dizzy.peer import LocalPeer
-from dizzy.protocol import Event
+from dizzy.protocol import event_ids
 
 __all__ = [
     "append",
@@ -117,39 +128,97 @@ def heads(peer: LocalPeer, out: Output, entity: str) -> None:
     out.emit(found, found)
 
 
-def _event_row(e: Event) -> list[object]:
-    data = json.dumps(e.body.data, ensure_ascii=False)
-    if len(data) > 60:
-        data = data[:59] + "…"
-    return [e.depth, e.event_id, when(e.body.clock), short(e.author), e.type, data]
+def _marker(why: tuple[str, str]) -> str:
+    return f"[INVALID: {why[0]}]"
+
+
+class _LogLines:
+    """The lines of ``dizzy log``: the columns of ``table``, printed as the events
+    are read. Every column's width is known before the first line: the depths
+    (the greatest from the index), ids, times and authors are of fixed width,
+    the types are those of ``entity_types``, and the invalid mark (with
+    ``--all``) comes before the data, the only column of any width, last."""
+
+    def __init__(self, depth: int, types: list[str], invalid: dict[str, tuple[str, str]]) -> None:
+        self.depth = len(str(depth))
+        self.type = max(map(len, types), default=0)  # type names are ASCII: a cell each
+        self.invalid = invalid
+        self.mark = max((len(_marker(why)) for why in invalid.values()), default=0)
+        self.authors: dict[str, str] = {}
+
+    def lines(self, rows: list[tuple[bytes, int, bytes]]) -> list[str]:
+        out = []
+        for name, (_, depth, raw) in zip(event_ids([r[0] for r in rows]), rows, strict=True):
+            doc = orjson.loads(raw)  # verified when it was stored
+            author = self.authors.get(doc["author"]) or self.authors.setdefault(
+                doc["author"], short(doc["author"])
+            )
+            data = json.dumps(doc["data"], ensure_ascii=False)
+            if len(data) > 60:
+                data = data[:59] + "…"
+            line = (
+                f"{depth:>{self.depth}}  {name}  {when_second(doc['clock'] // 1000)}  {author}"
+                f"  {doc['type']:<{self.type}}  "
+            )
+            if self.mark:
+                why = self.invalid.get(name)
+                line += f"{_marker(why) if why else '':<{self.mark}}  "
+            out.append((line + printable(data)).rstrip())
+        return out
+
+
+def _event_json(
+    rows: list[tuple[bytes, int, bytes]], invalid: dict[str, tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """``Event.to_json`` of each row, from its stored bytes (verified when stored)."""
+    out = []
+    for name, (_, _, raw) in zip(event_ids([r[0] for r in rows]), rows, strict=True):
+        doc = orjson.loads(raw)
+        view = {"id": name, **{k: doc[k] for k in _VIEW}}
+        if name in invalid:
+            view["invalid"] = dict(zip(("reason", "detail"), invalid[name], strict=True))
+        out.append(view)
+    return out
+
+
+_VIEW = ("author", "clock", "data", "depth", "entity", "parents", "type")
 
 
 @click.command()
 @click.argument("entity")
 @click.option("--all", "everything", is_flag=True, help="Also show invalid events, marked.")
+@click.option("--jsonl", is_flag=True, help="Print JSON lines: one object per event.")
 @common
-def log(peer: LocalPeer, out: Output, entity: str, everything: bool) -> None:
+def log(peer: LocalPeer, out: Output, entity: str, everything: bool, jsonl: bool) -> None:
     """List ENTITY's valid events in causal order (depth, then id).
 
     With --all, the invalid ones too (unauthorized, revoked, ...), each
-    marked with its reason.
+    marked with its reason. Lines are printed as the events are read, so a
+    log of any length starts at once; --json prints one array, --jsonl one
+    JSON object per line.
 
     \b
     Example:
       dizzy log en_… --json
       dizzy log en_… --all
+      dizzy log en_… --jsonl | tail -1
     """
-    events = peer.log(entity, invalid=everything)
+    rows = peer.log_rows(entity, invalid=everything)
     invalid = peer.store.verdicts(entity) if everything else {}
-    rows, cells = [], []
-    for e in events:
-        row, line = e.to_json(), _event_row(e)
-        if e.event_id in invalid:
-            row["invalid"] = dict(zip(("reason", "detail"), invalid[e.event_id], strict=True))
-            line.append(f"[INVALID: {invalid[e.event_id][0]}]")
-        rows.append(row)
-        cells.append(line)
-    out.emit(rows, table(cells, right={0}))
+    stream = Stream()
+    if out.json or jsonl:
+        array = JSONArray(stream, lines=jsonl)
+        for batch in rows:
+            array.add(_event_json(batch, invalid))
+        array.close()
+        return
+    depth, types = peer.store.log_shape(entity, invalid=everything)
+    if depth is None:
+        stream.lines([""])  # as an empty table prints
+        return
+    lines = _LogLines(depth, types, invalid)
+    for batch in rows:
+        stream.lines(lines.lines(batch))
 
 
 @click.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import sys
@@ -11,17 +12,21 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
+import orjson
 
 if TYPE_CHECKING:
     from rich.console import JustifyMethod
 
 __all__ = [
+    "JSONArray",
     "Output",
+    "Stream",
     "printable",
     "short",
     "size",
     "table",
     "when",
+    "when_second",
 ]
 
 # Bidirectional overrides and isolates reorder what follows them on screen: a name
@@ -42,6 +47,59 @@ class Output:
             click.echo(text if isinstance(text, str) else "\n".join(text))
 
 
+class Stream:
+    """Output of any length, printed as it is made: a batch of lines per write,
+    so that the first line shows at once and nothing is gathered in memory.
+    ``Output.emit`` prints a whole value; a command that reads a whole entity
+    (``dizzy log``, ``dizzy verify``) writes here instead."""
+
+    def __init__(self) -> None:
+        self._out = sys.stdout
+
+    def lines(self, lines: Sequence[str]) -> None:
+        if lines:
+            self.text("\n".join(lines) + "\n")
+
+    def text(self, text: str) -> None:
+        self._out.write(text)
+        self._out.flush()
+
+
+class JSONArray:
+    """A JSON array printed an element at a time, exactly as ``Output.emit``
+    prints a list (``json.dumps(indent=2, ensure_ascii=False)``, which orjson's
+    two-space indent matches byte for byte on JSON values), or as JSON lines:
+    one compact object per line."""
+
+    def __init__(self, out: Stream, *, lines: bool = False, key: str = "", level: int = 0) -> None:
+        self._out = out
+        self._lines = lines
+        self._open = f'{"  " * level}"{key}": [' if key else "["  # what comes before it
+        self._pad = "  " * (level + 1)  # each element's indent
+        self._close = "  " * level + "]"
+        self._count = 0
+
+    def add(self, items: Iterable[Any]) -> None:
+        if self._lines:
+            self._out.lines([orjson.dumps(item).decode() for item in items])
+            return
+        parts = [self._open] if self._count == 0 else []
+        for item in items:
+            text = orjson.dumps(item, option=orjson.OPT_INDENT_2).decode()
+            parts.append(("\n" if self._count == 0 else ",\n") + self._pad)
+            parts.append(text.replace("\n", "\n" + self._pad))
+            self._count += 1
+        if self._count and parts:
+            self._out.text("".join(parts))
+
+    def close(self, after: str = "\n") -> None:
+        """End the array (and print ``after``)."""
+        if self._lines:
+            return
+        end = "]" if self._count == 0 else "\n" + self._close
+        self._out.text((self._open if self._count == 0 else "") + end + after)
+
+
 def when(ms: int) -> str:
     """A time in the log (ms since the epoch) as UTC, to the second."""
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
@@ -57,6 +115,13 @@ def size(count: int) -> str:
         if value < 999.95 or unit == "TB":
             return f"{value:.1f} {unit}"
     raise AssertionError("unreachable")
+
+
+@functools.lru_cache(maxsize=4096)
+def when_second(second: int) -> str:
+    """``when`` of any time in ``second`` (ms // 1000), remembered: events of a
+    log come many to a second."""
+    return when(second * 1000)
 
 
 def short(ident: str) -> str:

@@ -7,67 +7,89 @@ from pathlib import Path
 from typing import Any
 
 import click
+import orjson
 
 from dizzy.cli.common import common
-from dizzy.cli.output import Output
+from dizzy.cli.output import JSONArray, Output, Stream
 from dizzy.peer import LocalPeer
-from dizzy.protocol import PERMISSION_REASONS, EntityReport, UsageError, verify_proof
+from dizzy.protocol import PERMISSION_REASONS, Summary, UsageError, Verdict, verify_proof
 
 __all__ = ["proof", "verify"]
 
 
-def _report_json(report: EntityReport) -> dict[str, Any]:
+class _Report:
+    """What ``dizzy verify`` prints, as the verdicts come: the entity (once its
+    genesis is settled), a line per event, then the count. JSON keeps the same
+    order: the entity's fields, "events", then "ok", known only at the end."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.json = as_json
+        self.out = Stream()
+        self.started = False
+        self.events = JSONArray(self.out, key="events", level=1)
+
+    def add(self, summary: Summary, verdicts: list[Verdict]) -> None:
+        if not self.started:
+            self.started = True
+            self.out.text(self._head(summary))
+        if self.json:
+            self.events.add(_verdict_json(v) for v in verdicts)
+        else:
+            self.out.lines([_verdict_text(v) for v in verdicts])
+
+    def end(self, summary: Summary) -> None:
+        self.add(summary, [])
+        if self.json:
+            self.events.close(f',\n  "ok": {"true" if summary.ok else "false"}\n}}\n')
+            return
+        invalid = len(summary.invalid)
+        self.out.lines(
+            [
+                f"{summary.good} of {summary.events} events verify"
+                + (
+                    f"; {invalid} intact but invalid (no right to write, kept as evidence)"
+                    if invalid
+                    else ""
+                )
+                + ("" if summary.ok else " — VERIFICATION FAILED")
+            ]
+        )
+
+    def _head(self, s: Summary) -> str:
+        if self.json:
+            fields = ("entity", "creator", "kind", "name", "genesis", "equivocated")
+            head = orjson.dumps({f: getattr(s, f) for f in fields}, option=orjson.OPT_INDENT_2)
+            return head.decode()[:-2] + ",\n"  # the object stays open: events follow
+        lines = [f"entity   {s.entity}"]
+        if s.creator is not None:
+            lines.append(f"creator  {s.creator}")
+            lines.append(f"kind     {s.kind}" + (f", name {s.name!r}" if s.name else ""))
+            lines.append(
+                f"genesis  {s.genesis} signed by the creator and by the entity key: "
+                + ("valid" if not s.equivocated else "EQUIVOCATED (two different geneses)")
+            )
+        else:
+            lines.append("creator  unknown: no valid genesis")
+        return "\n".join(lines) + "\n"
+
+
+def _verdict_json(v: Verdict) -> dict[str, Any]:
     return {
-        "ok": report.ok,
-        "entity": report.entity,
-        "creator": report.creator,
-        "kind": report.kind,
-        "name": report.name,
-        "genesis": report.genesis,
-        "equivocated": report.equivocated,
-        "events": [
-            {
-                "id": v.event_id,
-                "ok": v.ok,
-                "reason": v.reason,
-                "detail": v.detail,
-                "author": v.author,
-                "type": v.type,
-            }
-            for v in report.verdicts
-        ],
+        "id": v.event_id,
+        "ok": v.ok,
+        "reason": v.reason,
+        "detail": v.detail,
+        "author": v.author,
+        "type": v.type,
     }
 
 
-def _report_text(report: EntityReport) -> list[str]:
-    lines = [f"entity   {report.entity}"]
-    if report.creator is not None:
-        lines.append(f"creator  {report.creator}")
-        lines.append(f"kind     {report.kind}" + (f", name {report.name!r}" if report.name else ""))
-        lines.append(
-            f"genesis  {report.genesis} signed by the creator and by the entity key: "
-            + ("valid" if not report.equivocated else "EQUIVOCATED (two different geneses)")
-        )
-    else:
-        lines.append("creator  unknown: no valid genesis")
-    for v in report.verdicts:
-        mark = "ok  " if v.ok else "INVALID" if v.reason in PERMISSION_REASONS else "FAIL"
-        who = f" by {v.author}" if v.author else ""
-        what = f" {v.type}" if v.type else ""
-        why = "" if v.ok else f"  {v.reason}: {v.detail}"
-        lines.append(f"{mark} {v.event_id}{what}{who}{why}")
-    good = sum(v.ok for v in report.verdicts)
-    invalid = len(report.invalid)
-    lines.append(
-        f"{good} of {len(report.verdicts)} events verify"
-        + (
-            f"; {invalid} intact but invalid (no right to write, kept as evidence)"
-            if invalid
-            else ""
-        )
-        + ("" if report.ok else " — VERIFICATION FAILED")
-    )
-    return lines
+def _verdict_text(v: Verdict) -> str:
+    mark = "ok  " if v.ok else "INVALID" if v.reason in PERMISSION_REASONS else "FAIL"
+    who = f" by {v.author}" if v.author else ""
+    what = f" {v.type}" if v.type else ""
+    why = "" if v.ok else f"  {v.reason}: {v.detail}"
+    return f"{mark} {v.event_id}{what}{who}{why}"
 
 
 @click.command()
@@ -84,7 +106,8 @@ def verify(peer: LocalPeer, out: Output, entity: str | None, proof_file: Path | 
 
     Re-checks every stored byte: canonical form, ids, both genesis
     signatures, every author signature, causal links and authorship. Exits 0
-    only if everything verifies.
+    only if everything verifies. Each event's line is printed as soon as its
+    verdict is known (at the end for events that a later revoke could cut off).
 
     \b
     Examples:
@@ -93,13 +116,23 @@ def verify(peer: LocalPeer, out: Output, entity: str | None, proof_file: Path | 
     """
     if (entity is None) == (proof_file is None):
         raise UsageError("give an ENTITY or --proof FILE (one of them)")
+    report = _Report(out.json)
     if proof_file is not None:
-        report = verify_proof(proof_file.read_bytes())
+        checked = verify_proof(proof_file.read_bytes())
+        summary = Summary(checked.entity, checked.creator, checked.kind, checked.name)
+        summary.genesis, summary.equivocated = checked.genesis, checked.equivocated
+        for verdict in checked.verdicts:
+            summary.count(verdict)
+        report.add(summary, checked.verdicts)
     else:
         assert entity is not None
-        report = peer.verify(entity)
-    out.emit(_report_json(report), _report_text(report))
-    if not report.ok:
+        stream = peer.verify_stream(entity)
+        for verdicts in stream:
+            if verdicts:
+                report.add(stream.summary, verdicts)
+        summary = stream.summary
+    report.end(summary)
+    if not summary.ok:
         sys.exit(1)
 
 

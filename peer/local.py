@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +13,7 @@ from dizzy.peer.home import Home
 from dizzy.peer.ingest import Verifier, ingest_raw
 from dizzy.peer.keystore import create_identity, is_sealed, load_identity, read_agent_id
 from dizzy.peer.store import IngestReport, Store
+from dizzy.peer.verifying import StoredVerification
 from dizzy.protocol import (
     GRANT,
     MAX_CUTOFF,
@@ -201,6 +202,18 @@ class LocalPeer:
     def log(self, entity: str, *, invalid: bool = False) -> list[Event]:
         self._require(entity)
         return self.store.events(entity, invalid=invalid)
+
+    def log_rows(
+        self, entity: str, *, invalid: bool = False
+    ) -> Iterator[list[tuple[bytes, int, bytes]]]:
+        """``log`` as (id, depth, stored bytes), read in batches: any length."""
+        self._require(entity)
+        return self.store.event_rows(entity, invalid=invalid)
+
+    def verify_stream(self, entity: str) -> StoredVerification:
+        """``verify``, streamed: iterate for the verdicts as they are known."""
+        self._require(entity)
+        return StoredVerification(self.store, entity)
 
     def verify(self, entity: str) -> EntityReport:
         """Re-verify every stored byte of ``entity`` (signatures, ids, links, authors)."""

@@ -257,6 +257,21 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX pending_by_age ON pending (expired, received)",
         ),
     ),
+    Migration(
+        "0007_entity_types",
+        (
+            """
+            -- The types of each entity's stored events: how wide the type column of
+            -- `dizzy log` is, known before its first line without reading the log.
+            CREATE TABLE entity_types (
+                entity BLOB NOT NULL,
+                type   TEXT NOT NULL,
+                PRIMARY KEY (entity, type)
+            ) WITHOUT ROWID
+            """,
+            "INSERT INTO entity_types SELECT DISTINCT entity, type FROM events",
+        ),
+    ),
 ]
 
 

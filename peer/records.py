@@ -130,6 +130,19 @@ class Records(Protocol):
         """(id, author, raw) of the stored ``events``, in the order given."""
         ...
 
+    def event_rows(
+        self, entity: bytes, *, invalid: bool = False, batch: int = 1000
+    ) -> Iterator[list[tuple[bytes, int, bytes]]]:
+        """(id, depth, raw) of the entity's valid (or all) events in causal order,
+        (depth, id), ``batch`` at a time, read from one snapshot as they are
+        consumed: memory for a batch, whatever the entity's length."""
+        ...
+
+    def log_shape(self, entity: bytes, *, invalid: bool = False) -> tuple[int | None, list[str]]:
+        """The greatest depth (None if there are none) and the types of the entity's
+        valid (or all) events, found without reading them."""
+        ...
+
     def heads(self, entity: bytes) -> list[bytes]: ...
 
     def entities(self, entity: bytes | None = None) -> list[EntityInfo]: ...

@@ -247,6 +247,29 @@ class Store:
             raws = self.records.raws(parse_entity(entity), invalid=invalid)
         return [decode_event(raw, verify=False) for raw in raws]
 
+    def event_rows(
+        self, entity: str, *, invalid: bool = False, batch: int = 1000
+    ) -> Iterator[list[tuple[bytes, int, bytes]]]:
+        """(id, depth, stored bytes) of the entity's valid (with ``invalid``, all)
+        events in causal order, ``batch`` at a time from one cursor: what reads a
+        whole entity of any length (``dizzy log``, ``dizzy verify``) in bounded
+        memory. The bytes were verified when they were stored."""
+        key = parse_entity(entity)
+        with self.records.reading():
+            yield from self.records.event_rows(key, invalid=invalid, batch=batch)
+
+    def iter_events(self, entity: str, *, invalid: bool = False) -> Iterator[Event]:
+        """``events`` one at a time, read in batches."""
+        for rows in self.event_rows(entity, invalid=invalid):
+            for _, _, raw in rows:
+                yield decode_event(raw, verify=False)
+
+    def log_shape(self, entity: str, *, invalid: bool = False) -> tuple[int | None, list[str]]:
+        """The greatest depth (None if there are none) and the types of the entity's
+        valid (with ``invalid``, all) events, known without reading them."""
+        with self.records.reading():
+            return self.records.log_shape(parse_entity(entity), invalid=invalid)
+
     def verdicts(self, entity: str) -> dict[str, tuple[str, str]]:
         """The entity's stored events that are invalid now: id -> (reason, detail)."""
         with self.records.reading():

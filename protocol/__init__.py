@@ -9,6 +9,7 @@ the modules below, so the modules can move without touching their callers.
 
 from dizzy.protocol.bundle import encode_file, parse_bundle, parse_file, verify_proof
 from dizzy.protocol.canonical import MAX_NESTING, MAX_SAFE_INTEGER
+from dizzy.protocol.checked import Checked, check_events
 from dizzy.protocol.documents import (
     DOC_KIND,
     DOC_UPDATE,
@@ -62,6 +63,7 @@ from dizzy.protocol.ids import (
     b32encode,
     entity_id,
     event_id,
+    event_ids,
     parse_agent,
     parse_entity,
     parse_event,
@@ -96,6 +98,8 @@ from dizzy.protocol.reconcile import FRAME_LIMIT, MAX_MESSAGE_BYTES, ItemSet, Re
 from dizzy.protocol.verify import (
     PERMISSION_REASONS,
     EntityReport,
+    EntityVerifier,
+    Summary,
     Verdict,
     check_links,
     verify_entity,
@@ -147,9 +151,11 @@ __all__ = [
     "AnswerLimitError",
     "BadLinkError",
     "BadSignatureError",
+    "Checked",
     "ConcurrencyError",
     "DizzyError",
     "EntityReport",
+    "EntityVerifier",
     "EquivocationError",
     "Event",
     "EventBody",
@@ -171,6 +177,7 @@ __all__ = [
     "Reconciler",
     "RemoteError",
     "StoreError",
+    "Summary",
     "TransportError",
     "UnauthorizedError",
     "UnknownVersionError",
@@ -184,6 +191,7 @@ __all__ = [
     "b32encode",
     "blob_id",
     "check_blob_id",
+    "check_events",
     "check_links",
     "check_peers",
     "closure",
@@ -202,6 +210,7 @@ __all__ = [
     "encode_reconcile",
     "entity_id",
     "event_id",
+    "event_ids",
     "frontier",
     "genesis_body",
     "grant_data",

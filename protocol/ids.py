@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 
 from nacl.bindings import crypto_core_ed25519_is_valid_point
 
@@ -30,6 +31,7 @@ __all__ = [
     "b32encode",
     "entity_id",
     "event_id",
+    "event_ids",
     "parse_agent",
     "parse_entity",
     "parse_event",
@@ -154,3 +156,24 @@ def entity_id(public_key: bytes) -> str:
 
 def event_id(digest: bytes) -> str:
     return EVENT_PREFIX + b32encode(digest)
+
+
+_BLOCK = 64  # ids spelled per integer; every block is padded to it, so one set of masks is cached
+
+
+def event_ids(digests: Sequence[bytes]) -> list[str]:
+    """``event_id`` of each 32-byte digest, 64 of them per integer.
+
+    Each digest is followed by 3 zero bytes: 35 bytes are 56 base32 characters
+    exactly, of which the first 52 spell the digest and its 4 zero padding
+    bits, as ``b32encode`` does. About a fifth of the cost of one call per id,
+    for those that print ids by the thousand (``dizzy verify``).
+    """
+    if any(len(d) != 32 for d in digests):
+        raise ValueError("an event id is 32 bytes")
+    out: list[str] = []
+    for start in range(0, len(digests), _BLOCK):
+        block = digests[start : start + _BLOCK]
+        text = b32encode(b"\0\0\0".join(block) + b"\0" * (3 + 35 * (_BLOCK - len(block))))
+        out += [EVENT_PREFIX + text[i : i + 52] for i in range(0, 56 * len(block), 56)]
+    return out

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from dizzy.protocol import InvalidIdError, NonCanonicalError, canonical
-from dizzy.protocol.event import verify_detached, verify_signature
+from dizzy.protocol.event import signature_checker, verify_detached, verify_signature
 from dizzy.protocol.ids import agent_id, entity_id, parse_agent, parse_entity
 
 # -- Wycheproof Ed25519 -------------------------------------------------------------------
@@ -39,13 +39,17 @@ def test_wycheproof_all_151_cases_get_the_expected_verdict(
     assert len(cases) == 151
     assert len({t["tcId"] for _, t in cases}) == 151
     wrong = []
+    checker = signature_checker()
     for key, test in cases:
         msg, sig = bytes.fromhex(test["msg"]), bytes.fromhex(test["sig"])
         expected = test["result"] == "valid"
-        # The detached verifier, and the same through the context/digest split
-        # signature checks use (an empty context: the message is the digest).
-        if verify_detached(key, msg, sig) != expected or (
-            verify_signature(key, b"", msg, sig) != expected
+        # The detached verifier, the same through the context/digest split
+        # signature checks use (an empty context: the message is the digest),
+        # and the one for many checks in a row (check_events).
+        if (
+            verify_detached(key, msg, sig) != expected
+            or verify_signature(key, b"", msg, sig) != expected
+            or checker(key, msg, sig) != expected
         ):
             wrong.append(test["tcId"])
     assert wrong == []
@@ -79,6 +83,9 @@ def test_verifier_refuses_wrong_lengths_instead_of_raising() -> None:
     assert not verify_detached(key[:31], b"", sig)
     assert not verify_detached(key + b"\x00", b"", sig)
     assert not verify_detached(b"", b"", b"")
+    checker = signature_checker()
+    assert checker(key, b"", sig) and checker(key, b"x" * 5000, sig) is False
+    assert not checker(key, b"", sig[:63]) and not checker(key[:31], b"", sig)
 
 
 # -- Ed25519 speccheck ("Taming the many EdDSAs") ------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -138,6 +139,9 @@ class LogRows:
                 " VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count),
                 values[start * 10 : (start + count) * 10],
             )
+        # A row per entity and type, written once: a batch adds one or two.
+        types = {(values[i * 10 + 1], values[i * 10 + 3]) for i in range(len(events))}
+        self.db.executemany("INSERT OR IGNORE INTO entity_types VALUES (?, ?)", types)
 
     def existing(self, ids: Sequence[bytes]) -> set[bytes]:
         return {
@@ -232,6 +236,63 @@ class LogRows:
             (entity,),
         )
         return [raw for (raw,) in rows]
+
+    def event_rows(
+        self, entity: bytes, *, invalid: bool = False, batch: int = 1000
+    ) -> Iterator[list[tuple[bytes, int, bytes]]]:
+        """(id, depth, raw) of the entity's valid (or all) events in causal order,
+        ``batch`` rows at a time from one cursor (one snapshot of the log)."""
+        cursor = self.db.execute(
+            "SELECT id, depth, raw FROM events e WHERE entity=?"
+            + ("" if invalid else _VALID)
+            + " ORDER BY depth, id",
+            (entity,),
+        )
+        try:
+            while rows := cursor.fetchmany(batch):
+                yield rows
+        finally:
+            # Left early (a reader gone), perhaps once the store is closed.
+            with contextlib.suppress(sqlite3.ProgrammingError):
+                cursor.close()
+
+    def log_shape(self, entity: bytes, *, invalid: bool = False) -> tuple[int | None, list[str]]:
+        """The greatest depth and the types of the entity's valid (or all) events,
+        without reading them: the depth from the end of the (entity, depth, id)
+        index, the types from ``entity_types``. A type whose events include
+        invalid ones is kept only if one of its events is valid."""
+        shown = "" if invalid else _VALID
+        if (
+            not invalid
+            and self.db.execute(
+                "SELECT 1 FROM entities WHERE id=? AND equivocated", (entity,)
+            ).fetchone()
+        ):
+            return None, []  # an equivocated entity has no valid event
+        row = self.db.execute(
+            f"SELECT depth FROM events e WHERE entity=?{shown} ORDER BY depth DESC LIMIT 1",
+            (entity,),
+        ).fetchone()
+        if row is None:
+            return None, []
+        types = [t for (t,) in self.db.execute(
+            "SELECT type FROM entity_types WHERE entity=? ORDER BY type", (entity,)
+        )]  # fmt: skip
+        if invalid:
+            return row[0], types
+        marked = {t for (t,) in self.db.execute(
+            "SELECT DISTINCT e.type FROM verdicts v JOIN events e ON e.id = v.id"
+            " WHERE v.entity=?",
+            (entity,),
+        )}  # fmt: skip
+        return row[0], [
+            t
+            for t in types
+            if t not in marked
+            or self.db.execute(
+                f"SELECT 1 FROM events e WHERE entity=? AND type=?{shown} LIMIT 1", (entity, t)
+            ).fetchone()
+        ]
 
     def raw_items(self, entity: bytes) -> list[tuple[bytes, bytes]]:
         """(id, raw) of every event of ``entity`` in causal order."""
