@@ -75,6 +75,7 @@ class Store:
         self._signer = Signer()
         self._creators: dict[bytes, str] = {}  # entity -> creator: it never changes
         self._subscribers: list[Subscriber] = []
+        self._installed: set[tuple[str, int]] = set()  # components installed through this store
 
     def close(self) -> None:
         self._signer.close()
@@ -129,12 +130,21 @@ class Store:
         return self.records.query(sql, args)
 
     def install(self, component: Component) -> list[str]:
-        """Create or migrate the tables of a component (a flow, documents, a projection)."""
-        return self.records.install(component)
+        """Create or migrate the tables of a component (a flow, documents, a projection).
+
+        Readers call this before every catch-up: once done through this store, it is
+        not asked of the database again (``drop`` forgets it)."""
+        done = (component.name, len(component.migrations))
+        if done in self._installed:
+            return []
+        applied = self.records.install(component)
+        self._installed.add(done)
+        return applied
 
     def drop(self, component: Component) -> None:
         """Drop a component's tables (a read model to rebuild from the feed)."""
         self.records.drop(component)
+        self._installed.discard((component.name, len(component.migrations)))
 
     # -- local writes -------------------------------------------------------------------
 

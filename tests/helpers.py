@@ -8,10 +8,12 @@ always makes the same event, byte for byte, in this process or in a child.
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +235,20 @@ def release(procs: Iterable[subprocess.Popen[str]], line: str = "go") -> None:
         assert proc.stdin is not None
         proc.stdin.write(line + "\n")
         proc.stdin.flush()
+
+
+def kill_9(proc: subprocess.Popen[str], until: Callable[[], object]) -> None:
+    """Once ``proc`` is ready, wait with ``until()``, then SIGKILL it (no cleanup runs)."""
+    try:
+        wait_ready([proc])
+        until()
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 def run_script(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

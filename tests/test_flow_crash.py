@@ -5,9 +5,7 @@ started again; in the end every event has exactly one answer at each step."""
 from __future__ import annotations
 
 import hashlib
-import os
 import random
-import signal
 import sqlite3
 import sys
 import threading
@@ -17,7 +15,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from helpers import agent, assert_consistent, spawn_script, wait_ready
+from helpers import agent, assert_consistent, kill_9, spawn_script
 
 from dizzy.flow import CAUSE_KEY, Context, Flow, FlowEvent, ProjectionDB, Runner
 from dizzy.peer import Store
@@ -103,23 +101,18 @@ def test_kill_9_at_random_moments_answers_every_event_exactly_once(tmp_path: Pat
     kills = in_flight = 0
     for _ in range(KILLS):
         proc = spawn_script("test_flow_crash.py", "cascade", str(path))
-        try:
-            wait_ready([proc])
-            # Killed once it has made some answers, at a random moment after: always
-            # while it works, however fast this machine runs it.
+
+        def working() -> None:
+            """Until it has made some answers, and a random moment more: killed
+            while it works, however fast this machine runs it."""
             start, more = answered(path), rng.randint(10, 100)
             deadline = time.monotonic() + 20
             while answered(path) < start + more and time.monotonic() < deadline:
                 time.sleep(0.005)
             time.sleep(rng.uniform(0, 0.03))
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-            kills += 1
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate()
+
+        kill_9(proc, working)
+        kills += 1
         found = answers(path)
         for name, counter in found.items():  # never two answers, whenever it was killed
             assert all(n == 1 for n in counter.values()), (name, counter.most_common(1))

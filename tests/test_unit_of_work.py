@@ -3,16 +3,14 @@ component's own writes commit together or not at all, kill -9 included."""
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import sqlite3
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import agent, assert_consistent, chain, genesis, spawn_script, wait_ready
+from helpers import agent, assert_consistent, chain, genesis, kill_9, spawn_script
 
 from dizzy.peer import Store
 from dizzy.peer.migrations import Component, Migration
@@ -96,17 +94,8 @@ def test_kill_9_between_the_writes_of_a_unit_leaves_all_or_nothing(tmp_path: Pat
     kills = 0
     for _ in range(24):
         proc = spawn_script("test_unit_of_work.py", "units", str(path), g.entity)
-        try:
-            wait_ready([proc])
-            time.sleep(rng.uniform(0.02, 0.4))
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-            kills += 1
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate()
+        kill_9(proc, lambda: time.sleep(rng.uniform(0.02, 0.4)))
+        kills += 1
         units, steps, arrived, positions = counts(path)
         assert steps == PER_UNIT * units and arrived == units, (units, steps, arrived)
         assert positions == list(range(1, 2 + (PER_UNIT + 1) * units))
