@@ -26,6 +26,7 @@ OnError = Literal["continue", "block"]
 HandlerFn = Callable[["FlowEvent", "Context"], object]
 ProjectionFn = Callable[["FlowEvent", "ProjectionDB"], object]
 T = TypeVar("T")
+S = TypeVar("S", bound="Step")
 
 # Event types and entity kinds as docs/protocol.md#events spells them.
 _TYPE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:/-]{0,63}\Z")
@@ -223,9 +224,7 @@ class Flow:
                 name=name,
                 on_invalidated=on_invalidated,
             )
-            self._add(step)
-            self.handlers[step.name] = step
-            return step
+            return self._add(step, self.handlers)
 
         return declare
 
@@ -255,9 +254,7 @@ class Flow:
                 name=name,
                 tables=tables,
             )
-            self._add(step)
-            self.projections[step.name] = step
-            return step
+            return self._add(step, self.projections)
 
         return declare
 
@@ -274,9 +271,11 @@ class Flow:
 
         return register
 
-    def _add(self, step: Step) -> None:
+    def _add(self, step: S, into: dict[str, S]) -> S:
         if step.name in self.handlers or step.name in self.projections:
             raise UsageError(f"{self.name} has a handler or projection named {step.name} already")
+        into[step.name] = step
+        return step
 
 
 def _policy(
