@@ -94,30 +94,15 @@ class Summary:
 
 
 @dataclass(slots=True)
-class EntityReport:
-    """Every verdict of an entity (``verify_entity``: proof files, tests)."""
+class EntityReport(Summary):
+    """Every verdict of an entity (``verify_entity``: proof files, tests), counted
+    as a Summary counts them."""
 
-    entity: str | None
-    creator: str | None = None
-    kind: str | None = None
-    name: str | None = None
-    genesis: str | None = None
-    equivocated: bool = False
     verdicts: list[Verdict] = field(default_factory=list)
 
-    @property
-    def ok(self) -> bool:
-        """Intact: one genesis, and every event decodes, verifies and links."""
-        return self.genesis is not None and not self.equivocated and not self.failures
-
-    @property
-    def failures(self) -> list[Verdict]:
-        return [v for v in self.verdicts if not v.ok and v.reason not in PERMISSION_REASONS]
-
-    @property
-    def invalid(self) -> list[Verdict]:
-        """Intact events that the permission rules make invalid."""
-        return [v for v in self.verdicts if v.reason in PERMISSION_REASONS]
+    def add(self, verdict: Verdict) -> None:
+        self.count(verdict)
+        self.verdicts.append(verdict)
 
 
 def check_links(body: EventBody, parent_depths: Mapping[str, int]) -> str | None:
@@ -396,4 +381,7 @@ def verify_entity(items: Iterable[tuple[str, bytes]], entity: str | None = None)
     verdicts = [v for claimed, f, k in first + rest for v in verifier.add(claimed, f, k)]
     verdicts += verifier.finish()
     s = verifier.summary
-    return EntityReport(s.entity, s.creator, s.kind, s.name, s.genesis, s.equivocated, verdicts)
+    report = EntityReport(s.entity, s.creator, s.kind, s.name, s.genesis, s.equivocated)
+    for verdict in verdicts:
+        report.add(verdict)
+    return report
