@@ -105,11 +105,11 @@ def admit(
     for entity in whole:
         changes = rejudge(records, entity, now, judge.arrived)
         invalid.update(parse_event(name) for name, _, _ in changes.invalid_new)
-        moved += _apply(changes, report)
+        moved += _apply(changes, report, entity)
     for entity in sorted(frozen):
         changes = freeze(records, entity, now, judge.arrived)
         invalid.update(parse_event(name) for name, _, _ in changes.invalid_new)
-        moved += _apply(changes, report)
+        moved += _apply(changes, report, entity)
     for raw, error in failures:
         why = (error.reason, str(error))
         records.reject(None, None, why, source, now, raw[:MAX_EVENT_BYTES])
@@ -118,7 +118,7 @@ def admit(
     return report, [e for e in judge.accepted if e.id not in invalid], moved
 
 
-def _apply(changes: Changes, report: IngestReport) -> Moved:
+def _apply(changes: Changes, report: IngestReport, entity: bytes) -> Moved:
     """Events that arrived invalid count as rejected (they stay stored, marked)."""
     if changes.invalid_new:
         gone = {name for name, _, _ in changes.invalid_new}
@@ -126,9 +126,7 @@ def _apply(changes: Changes, report: IngestReport) -> Moved:
         report.rejected += [Rejection(*why) for why in changes.invalid_new]
     report.invalidated += [Rejection(*why) for why in changes.invalidated]
     report.admitted += changes.admitted
-    return [("invalidated", n, changes.types[n]) for n, _, _ in changes.invalidated] + [
-        ("admitted", n, changes.types[n]) for n in changes.admitted
-    ]
+    return changes.moved(entity)
 
 
 class _Judge:

@@ -193,11 +193,8 @@ class Author:
         records.update_heads([(key, h) for h, *_ in heads], [(key, events[-1].id)])
         if shared:
             records.mark_shared([key])
-        moved: Moved = []
-        if permission:
-            # A grant or revoke can change the verdicts of events stored before
-            # (the new events themselves were checked above).
-            changes = rejudge(records, key, self.now, {e.event_id for e in events})
-            moved += [("invalidated", n, changes.types[n]) for n, _, _ in changes.invalidated]
-            moved += [("admitted", n, changes.types[n]) for n in changes.admitted]
-        return events, moved
+        if not permission:
+            return events, []
+        # A grant or revoke can change the verdicts of events stored before (the
+        # new events themselves were checked above).
+        return events, rejudge(records, key, self.now, {e.event_id for e in events}).moved(key)

@@ -8,7 +8,8 @@ from typing import Any, Literal
 __all__ = ["Change", "ChangeKind", "EntityInfo", "IngestReport", "Moved", "Rejection"]
 
 ChangeKind = Literal["stored", "admitted", "invalidated"]
-Moved = list[tuple[ChangeKind, str, str]]  # validity changes: (kind, printable event id, type)
+# Validity changes of stored events: (kind, event key, entity key, type).
+Moved = list[tuple[ChangeKind, bytes, bytes, str]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,6 @@ from dizzy.protocol import (
     Keypair,
     RemoteError,
     parse_entity,
-    parse_event,
 )
 
 __all__ = ["Transaction"]
@@ -110,10 +109,6 @@ class Transaction:
         rows: list[tuple[ChangeKind, bytes, bytes, str]] = [
             ("stored", e.id, parse_entity(e.entity), e.type) for e in stored
         ]
-        for kind, name, type_ in moved:
-            key = parse_event(name)
-            where = self.records.locate(key)
-            assert where is not None, "a verdict changes only for stored events"
-            rows.append((kind, key, where[0], type_))
+        rows += moved
         if rows:
             self.position = self.records.append_changes(rows)

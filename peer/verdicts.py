@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from dizzy.peer.records import Records
+from dizzy.peer.reports import Moved
 from dizzy.protocol import (
     PERMISSION_TYPES,
     Event,
@@ -63,6 +64,12 @@ class Changes:
     invalidated: list[tuple[str, str, str]] = field(default_factory=list)  # valid before
     admitted: list[str] = field(default_factory=list)  # invalid before, valid now
     types: dict[str, str] = field(default_factory=dict)  # of the invalidated and admitted
+
+    def moved(self, entity: bytes) -> Moved:
+        """The feed entries of these changes, in ``entity``."""
+        return [
+            ("invalidated", parse_event(n), entity, self.types[n]) for n, _, _ in self.invalidated
+        ] + [("admitted", parse_event(n), entity, self.types[n]) for n in self.admitted]
 
 
 def is_shared_write(creator: str, author: str, type: str) -> bool:
