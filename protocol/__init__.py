@@ -88,6 +88,7 @@ from dizzy.protocol.verify import (
     EntityVerifier,
     Summary,
     Verdict,
+    chain_links,
     check_links,
     verify_entity,
 )
@@ -171,6 +172,7 @@ __all__ = [
     "b32decode",
     "b32encode",
     "blob_id",
+    "chain_links",
     "check_blob_id",
     "check_events",
     "check_links",
