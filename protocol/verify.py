@@ -17,7 +17,7 @@ The rules (docs/protocol.md#validity):
 ``EntityVerifier`` takes the events one at a time in causal order (depth,
 then id) and gives each verdict as soon as it is known, keeping only a
 ``Summary`` (counts, failures, invalid events) and the ids of the events
-seen, so an entity of any length is verified in bounded memory. Rule 4 is
+seen (about 110 bytes each), never the events or a verdict apiece. Rule 4 is
 what can wait: an event of the entity's creator other than a grant or a
 revoke is valid whatever else the entity holds (the owner's role never
 changes and no revoke cuts the owner off), so an entity only its creator
