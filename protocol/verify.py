@@ -31,7 +31,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from dizzy.protocol.checked import Checked, check_events
 from dizzy.protocol.errors import RemoteError
@@ -134,6 +135,7 @@ def check_links(body: EventBody, parent_depths: Mapping[str, int]) -> str | None
 
 
 _tuple = tuple.__new__
+_NONE: Mapping[str, Any] = MappingProxyType({})  # the data of a node that is no grant or revoke
 
 
 class _Waiting(NamedTuple):
@@ -381,8 +383,11 @@ class EntityVerifier:
         if not self._judging:
             return Verdict(claimed, True, "ok", "", found.author, found.type, found.depth)
         self._judged.add(claimed)
-        data = found.event.body.data if found.event and found.type in PERMISSION_TYPES else {}
-        parents = tuple(p for p in found.parents if p in self._judged)
+        # Shared where they can be: a million of these is what judging costs.
+        data = found.event.body.data if found.event and found.type in PERMISSION_TYPES else _NONE
+        parents = found.parents
+        if not all(p in self._judged for p in parents):
+            parents = tuple(p for p in parents if p in self._judged)
         self._nodes.append(Node(claimed, found.author, found.type, parents, found.depth, data))
         return _Waiting(claimed, found.author, found.type, found.depth)
 
