@@ -42,14 +42,16 @@ pytest: $(BIN)/.installed
 	$(BIN)/pytest
 
 # Append and ingest (about 1.5 min), sync over loopback HTTP (about 1.5 min), a
-# 1 GiB dataset fetch against curl (a few minutes, about 6 GB of disk), then
-# documents against bare Loro (about 1.5 min).
+# 1 GiB dataset fetch against curl (a few minutes, about 6 GB of disk), documents
+# against bare Loro (about 1.5 min), flows against eventsourcing, then verify and
+# log of an entity of a million events (about 10 min).
 bench: $(BIN)/.installed
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/transfer.py
 	$(BIN)/python bench/docs.py
 	$(BIN)/python bench/flow.py
+	$(BIN)/python bench/scale_cli.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

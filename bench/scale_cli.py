@@ -7,14 +7,15 @@ One home holds one entity of N events (default 1,000,000; genesis included),
 one author, one chain, made once with ``Store.append_many`` (``--home DIR``
 keeps it in DIR and reuses it). Every run then measures, in this order:
 
-1. the bare two-thread verify rate: ``crypto_sign_open`` on 20,000 of the
-   entity's own signed messages, split between two threads (as
-   bench/ingest.py measures it; PyNaCl releases the GIL), and one thread;
-2. ``dizzy verify EN``: the whole process (interpreter start included), its
+1. ``dizzy verify EN``: the whole process (interpreter start included), its
    output read through a pipe as ``| tail -1`` would; wall time, time to the
-   first line, CPU time and peak memory (``ru_maxrss`` of the child, from
-   ``wait4``). The bar: at most 1.2 x N / (the two-thread rate of step 1);
-3. ``dizzy log EN``, ``dizzy log EN --jsonl`` and ``dizzy log EN --json``:
+   first line, CPU time (``wait4``) and peak memory (``VmHWM``, printed by
+   the process at exit). Just before and just after it, the bare verify
+   rate: ``crypto_sign_open`` on 20,000 of the entity's own signed messages,
+   split between two threads (as bench/ingest.py measures it; PyNaCl
+   releases the GIL), then on one thread (also its CPU time per check); the
+   two are averaged. The bar: at most 1.2 x N / (that two-thread rate);
+2. ``dizzy log EN``, ``dizzy log EN --jsonl`` and ``dizzy log EN --json``:
    the same figures. The bars: first line under 1 s, all of it under 15 s,
    peak memory under 200 MB.
 
@@ -108,8 +109,9 @@ def held(home: Path, n: int) -> str | None:
 # -- 1. the bare rate ----------------------------------------------------------------
 
 
-def bare_rates(home: Path, entity: str) -> tuple[float, float]:
-    """crypto_sign_open/s on the entity's own signed messages: two threads, one thread."""
+def bare_rates(home: Path, entity: str) -> tuple[float, float, float]:
+    """crypto_sign_open/s on the entity's own signed messages, two threads and one
+    thread; and the CPU µs of one check (one thread)."""
     with Store(home / "dizzy.db") as store:
         rows = next(store.event_rows(entity, batch=SAMPLE + 1))
     events = [decode_event(raw, verify=False) for _, _, raw in rows[1:]]
@@ -127,10 +129,10 @@ def bare_rates(home: Path, entity: str) -> tuple[float, float]:
         started = time.perf_counter()
         wait([pool.submit(work, signed[:half]), pool.submit(work, signed[half:])])
         two = len(signed) / (time.perf_counter() - started)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.thread_time()
     work(signed)
     one = len(signed) / (time.perf_counter() - started)
-    return two, one
+    return two, one, (time.thread_time() - cpu) / len(signed) * 1e6
 
 
 # -- 2 and 3. the commands, as processes ---------------------------------------------------
@@ -191,9 +193,11 @@ COMMANDS = {
 
 
 def one_run(home: Path, entity: str, n: int, number: int) -> dict[str, float]:
+    """Every figure once. The bare rates are measured just before and just after
+    `dizzy verify` and averaged (in time per check): on a shared machine the
+    cores left free move during a run."""
     figures: dict[str, float] = {}
-    figures["bare2"], figures["bare1"] = bare_rates(home, entity)
-    log(f"run {number}: bare verify {figures['bare2']:,.0f}/s (2 threads)")
+    before = bare_rates(home, entity)
     for key, words in COMMANDS.items():
         found = run(dizzy(home, *words, entity))
         for name, value in found.items():
@@ -202,11 +206,20 @@ def one_run(home: Path, entity: str, n: int, number: int) -> dict[str, float]:
             f"run {number}: {' '.join(words)}: {found['total_s']:.1f} s, first line"
             f" {found['first_s']:.2f} s, CPU {found['cpu_s']:.1f} s, {found['peak_mb']:.0f} MB"
         )
+        if key == "verify":
+            after = bare_rates(home, entity)
+            figures["bare2"] = 2 / (1 / before[0] + 1 / after[0])
+            figures["bare1"] = 2 / (1 / before[1] + 1 / after[1])
+            figures["bare_cpu_us"] = (before[2] + after[2]) / 2
+            log(f"run {number}: bare verify {before[0]:,.0f} and {after[0]:,.0f}/s (2 threads)")
     figures["verify_ratio"] = figures["verify_total_s"] / (n / figures["bare2"])
+    figures["verify_cpu_ratio"] = figures["verify_cpu_s"] / (n * figures["bare_cpu_us"] / 1e6)
     return figures
 
 
-def landed(src: Path, home: Path, entity: str) -> dict[str, dict[str, float]]:
+def landed(
+    src: Path, home: Path, entity: str, commands: Sequence[str]
+) -> dict[str, dict[str, float]]:
     """The code before streaming, run on the same home: its package is made
     of ``src``'s folders and put first on the path."""
     with tempfile.TemporaryDirectory(prefix="dizzy-landed-") as tmp:
@@ -216,9 +229,9 @@ def landed(src: Path, home: Path, entity: str) -> dict[str, dict[str, float]]:
             (package / name).symlink_to((src / name).resolve())
         env = {**os.environ, "PYTHONPATH": tmp}
         out = {}
-        for key, words in (("verify", ("verify",)), ("log", ("log",))):
-            out[key] = run(dizzy(home, *words, entity), env)
-            log(f"landed {' '.join(words)}: {out[key]}")
+        for key in commands:
+            out[key] = run(dizzy(home, *COMMANDS[key], entity), env)
+            log(f"landed {key}: {out[key]}")
         return out
 
 
@@ -264,6 +277,7 @@ def report(results: dict[str, Any]) -> str:
         median["verify_ratio"] <= VERIFY_BAR,
     )
     row("`dizzy verify`: CPU time (s)", "verify_cpu_s", ".1f")
+    row("... / (N x CPU time of one bare check), same run", "verify_cpu_ratio", ".2f")
     row(
         "`dizzy verify`: peak memory (MB)",
         "verify_peak_mb",
@@ -315,6 +329,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--home", type=Path, help="keep the home here and reuse it")
     parser.add_argument("--shared", type=int, default=0, help="also verify a shared entity")
     parser.add_argument("--landed", type=Path, help="also time the code of this checkout")
+    parser.add_argument(
+        "--landed-commands",
+        default="verify,log",
+        help="which commands --landed times (its log of 1M events takes GBs and many minutes)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     if min(args.events - 1, args.runs) < 1:
@@ -326,7 +345,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         runs = [one_run(home, entity, args.events, i + 1) for i in range(args.runs)]
         results: dict[str, Any] = {"events": args.events, "runs": runs, "extra": {}}
         if args.landed:
-            for key, figures in landed(args.landed, home, entity).items():
+            commands = args.landed_commands.split(",")
+            for key, figures in landed(args.landed, home, entity, commands).items():
                 results["extra"][f"Before streaming, `dizzy {key}`"] = figures
         if args.shared:
             shared = Path(tmp) / "shared"

@@ -14,18 +14,7 @@ from __future__ import annotations
 
 import click
 
-from dizzy.cli import (
-    access,
-    bundles,
-    documents,
-    events,
-    files,
-    flow,
-    identity,
-    network,
-    proofs,
-    provenance,
-)
+from dizzy.cli import access, bundles, events, identity, proofs
 from dizzy.cli.common import DizzyGroup
 
 __all__ = ["app"]
@@ -62,18 +51,18 @@ app.add_command(access.grant)
 app.add_command(access.revoke)
 app.add_command(access.members)
 app.add_command(access.quarantine)
-# other peers
-app.add_command(network.peer_group)
-app.add_command(network.sync)
-app.add_command(network.follow)
+# other peers (imported when used: they import aiohttp)
+app.add_lazy("peer", "dizzy.cli.network:peer_group")
+app.add_lazy("sync", "dizzy.cli.network:sync")
+app.add_lazy("follow", "dizzy.cli.network:follow")
 app.add_command(bundles.bundle)
 # datasets (docs/files.md)
-app.add_command(files.share_cmd)
-app.add_command(files.versions_cmd)
-app.add_command(files.ls_cmd)
-app.add_command(files.fetch_cmd)
+app.add_lazy("share", "dizzy.cli.files:share_cmd")
+app.add_lazy("versions", "dizzy.cli.files:versions_cmd")
+app.add_lazy("ls", "dizzy.cli.files:ls_cmd")
+app.add_lazy("fetch", "dizzy.cli.files:fetch_cmd")
 # flows: handlers and projections over the log (docs/flows.md)
-app.add_command(flow.flow_group)
-app.add_command(provenance.prov)
+app.add_lazy("flow", "dizzy.cli.flow:flow_group")
+app.add_lazy("prov", "dizzy.cli.provenance:prov")
 # documents (docs/documents.md)
-app.add_command(documents.doc)
+app.add_lazy("doc", "dizzy.cli.documents:doc")

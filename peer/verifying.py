@@ -25,6 +25,7 @@ from dizzy.protocol import (
     RemoteError,
     Summary,
     Verdict,
+    chain_links,
     check_events,
     event_ids,
     parse_event,
@@ -34,7 +35,7 @@ __all__ = ["CHUNK", "StoredVerification"]
 
 CHUNK = 512  # events per task of the pool
 Row = tuple[bytes, int, bytes]  # id, depth, stored bytes
-Checks = tuple[list[str], list[bytes], list[Checked | RemoteError]]
+Checks = tuple[list[str], list[Checked | RemoteError], list[bytes], list[Verdict | None]]
 
 
 class StoredVerification:
@@ -90,11 +91,12 @@ class StoredVerification:
         yield from chunks
 
     def _feed(self, checks: Checks) -> list[Verdict]:
-        names, keys, found = checks
-        return self._verifier.add_all(names, found, keys)
+        return self._verifier.add_all(*checks)
 
 
 def _check(rows: list[Row]) -> Checks:
-    """On a thread of the pool: the ids, printable and not, and what the bytes are."""
+    """On a thread of the pool: the ids, printable and not, what the bytes are, and
+    which events continue a chain."""
     keys = [key for key, _, _ in rows]
-    return event_ids(keys), keys, check_events([raw for _, _, raw in rows])
+    names, found = event_ids(keys), check_events([raw for _, _, raw in rows])
+    return names, found, keys, chain_links(names, found, keys)

@@ -101,6 +101,7 @@ from dizzy.protocol.verify import (
     EntityVerifier,
     Summary,
     Verdict,
+    chain_links,
     check_links,
     verify_entity,
 )
@@ -190,6 +191,7 @@ __all__ = [
     "b32decode",
     "b32encode",
     "blob_id",
+    "chain_links",
     "check_blob_id",
     "check_events",
     "check_links",

@@ -64,13 +64,18 @@ class Checked(NamedTuple):
 
 
 _ID = rb"[a-z2-7]{51}[aq]"
+_KEY = rb".{51}[aq]"  # any bytes here: a key id is checked when first seen (parse_*)
 _INT = rb"(0|[1-9][0-9]{0,15})"
+# The signature is taken by length, its alphabet checked after (``_B32``): a
+# regular expression reads a class of characters one at a time, and most of
+# an event's bytes are its signature and ids.
 _TEMPLATE = re.compile(
-    rb'\{"author":"(ag_' + _ID + rb')","clock":' + _INT + rb',"data":(\{.*?\}),"depth":' + _INT
-    + rb',"entity":"(en_' + _ID + rb')","parents":\[((?:"ev_' + _ID + rb'",){0,63}"ev_' + _ID
-    + rb'")\],"sig":"([a-z2-7]{102}[aiqy])","type":"([A-Za-z][A-Za-z0-9_.:/-]{0,63})","v":1\}',
+    rb'\{"author":"(ag_' + _KEY + rb')","clock":' + _INT + rb',"data":(\{.*?\}),"depth":' + _INT
+    + rb',"entity":"(en_' + _KEY + rb')","parents":\[((?:"ev_' + _ID + rb'",){0,63}"ev_' + _ID
+    + rb'")\],"sig":"(.{102}[aiqy])","type":"([A-Za-z][A-Za-z0-9_.:/-]{0,63})","v":1\}',
     re.DOTALL,
 )  # fmt: skip
+_B32 = b"abcdefghijklmnopqrstuvwxyz234567"
 # Only one place where the data can end: the lazy data group then never backtracks.
 _DATA_END = b'},"depth":'
 _TEMPLATE_MAX = 4096  # larger events are rare: decode_event reads them
@@ -141,8 +146,10 @@ def _parse(index: int, raw: bytes) -> _Parsed | None:
         value = orjson.loads(data)
         if not _plain(value, data):
             check_value([value])  # nested as deep as in the event
-    except (RemoteError, orjson.JSONDecodeError):
+    except (RemoteError, orjson.JSONDecodeError, UnicodeDecodeError):
         return None
+    if sig.translate(None, _B32):
+        return None  # a byte outside the alphabet
     type_ = _types.get(type_text) or _type(type_text)
     depth = int(depth_text)
     if (

@@ -224,7 +224,10 @@ def test_tampering_with_any_proof_byte_fails_verify(home: Path, tmp_path: Path) 
 
 def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
     found = []
-    for name, command in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):  # those registered lazily too
+        command = group.get_command(ctx, name)
+        assert command is not None, name
         if isinstance(command, click.Group):
             found += _commands(command, f"{prefix}{name} ")
         else:

@@ -22,6 +22,7 @@ from dizzy.protocol import (
     Node,
     RemoteError,
     Verdict,
+    chain_links,
     check_events,
     decode_event,
     genesis_body,
@@ -136,7 +137,8 @@ def streamed(
     for start in range(0, len(items), batch):
         names = [claimed for claimed, _ in items[start : start + batch]]
         keys: list[bytes | None] = [parse_event(claimed) for claimed in names]
-        out += verifier.add_all(names, found[start : start + batch], keys)
+        part = found[start : start + batch]
+        out += verifier.add_all(names, part, keys, chain_links(names, part, keys))
     return out + verifier.finish()
 
 
@@ -176,6 +178,19 @@ def test_from_the_first_event_of_someone_else_verdicts_wait_for_the_end() -> Non
         (r.event_id, "ok"),
     ]
     assert verifier.summary.ok and [v.event_id for v in verifier.summary.invalid] == [b1.event_id]
+
+
+@pytest.mark.parametrize("batch", [2, 3, 7, 100])
+def test_runs_of_a_chain_go_by_at_once(batch: int) -> None:
+    fork = child(OWNER, [LINE[1]], {"fork": 1})
+    merge = child(OWNER, [LINE[3], fork], {"merge": 1})
+    tail = chain(OWNER, merge, 5)
+    items = causal([G, *LINE, fork, merge, *tail])
+    same(streamed(items, batch=batch), reference(items))
+    # A run broken in the middle by a forged link still fails where it breaks.
+    wrong = child(OWNER, [tail[1]], {"skip": 1}, depth=tail[1].depth + 2)
+    items = causal([G, *LINE, fork, merge, *tail[:2], wrong, *chain(OWNER, wrong, 3)])
+    same(streamed(items, batch=batch), reference(items))
 
 
 def test_links_depths_and_order() -> None:

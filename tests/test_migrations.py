@@ -169,3 +169,18 @@ def _open_each_path_given() -> None:
 
 if __name__ == "__main__" and sys.argv[1:] == ["open"]:
     _open_each_path_given()
+
+
+def test_the_types_of_a_log_stored_before_entity_types_are_filled_in(tmp_path: Path) -> None:
+    from helpers import agent, chain, genesis
+
+    path = tmp_path / "dizzy.db"
+    author = agent("types")
+    g = genesis(author, "types")
+    with Store(path) as store:
+        store.ingest([g, *chain(author, g, 3)], source="peer")
+    with sqlite3.connect(path) as db:  # as a log of before 0007 was
+        db.execute("DROP TABLE entity_types")
+        db.execute("DELETE FROM _migrations WHERE name = '0007_entity_types'")
+    with Store(path) as store:
+        assert store.log_shape(g.entity) == (3, ["dizzy.genesis", "note"])

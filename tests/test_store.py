@@ -318,3 +318,14 @@ def test_entities_are_listed_with_counts(store: Store) -> None:
         first.entity: ("first", 1, 1, False),
         second.entity: ("second", 2, 9, False),
     }
+
+
+def test_the_log_knows_a_type_again_after_a_rolled_back_append(store: Store) -> None:
+    author = agent("typed")
+    entity = store.create_entity(author, "doc", None, seed=seed("typed"), clock=1).entity
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.append_many(author, entity, [("brand.new", {})], clock=2)
+        raise RuntimeError("undo")
+    assert store.log_shape(entity) == (0, ["dizzy.genesis"])
+    store.append(author, entity, "brand.new", {}, clock=3)
+    assert store.log_shape(entity) == (1, ["brand.new", "dizzy.genesis"])

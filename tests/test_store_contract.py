@@ -126,6 +126,37 @@ def test_verdicts_members_and_heads_follow_grants_and_revokes(store: Store) -> N
     assert store.members(g.entity) == {OWNER.agent_id: "owner"}
 
 
+# -- reading a whole entity -----------------------------------------------------------
+
+
+def test_an_entity_is_read_in_causal_order_a_batch_at_a_time(store: Store) -> None:
+    g = genesis(OWNER, "rows")
+    allow = grant(OWNER, [g], BOB)
+    by_bob = child(BOB, [allow], {"n": 1}, type="a.long.type.of.bobs")
+    fork = child(OWNER, [g], {"fork": 1})
+    line = chain(OWNER, fork, 5)
+    stop = revoke(OWNER, [line[-1], allow], BOB)  # cuts by_bob off
+    events = [g, allow, by_bob, fork, *line, stop]
+    store.ingest(events, source="peer")
+    every = sorted(events, key=lambda e: (e.depth, e.id))
+    batches = list(store.event_rows(g.entity, invalid=True, batch=3))
+    assert [len(b) for b in batches] == [3, 3, 3, 1]
+    assert [(k, d, raw) for b in batches for k, d, raw in b] == [
+        (e.id, e.depth, e.raw) for e in every
+    ]
+    valid = [row[0] for b in store.event_rows(g.entity, batch=4) for row in b]
+    assert valid == [e.id for e in every if e is not by_bob]
+    assert [e.event_id for e in store.iter_events(g.entity)] == [
+        e.event_id for e in store.events(g.entity)
+    ]
+    # The log's widths, without reading the events: bob's type is only on an
+    # invalid event, so only the whole log shows it.
+    types = ["dizzy.genesis", "dizzy.grant", "dizzy.revoke", "note"]
+    assert store.log_shape(g.entity) == (stop.depth, types)
+    assert store.log_shape(g.entity, invalid=True) == (stop.depth, sorted([*types, by_bob.type]))
+    assert store.log_shape(genesis(OWNER, "absent").entity) == (None, [])
+
+
 # -- replication -----------------------------------------------------------------------
 
 

@@ -31,6 +31,7 @@ class SQLiteRecords(LogRows, PendingRows, ReplicationRows, PeerRows, FeedRows):
     def __init__(self, path: Path) -> None:
         self.path = path
         self.db = connect(path)
+        self.types_written = set()
         self._watch: sqlite3.Connection | None = None
 
     def close(self) -> None:
@@ -51,6 +52,7 @@ class SQLiteRecords(LogRows, PendingRows, ReplicationRows, PeerRows, FeedRows):
             yield self.db
             self.db.execute("COMMIT")
         except BaseException as exc:
+            self.types_written.clear()  # some may have gone with the rollback
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):

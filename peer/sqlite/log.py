@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -21,6 +21,7 @@ _VALID = " AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.id = e.id)"
 
 class LogRows:
     db: sqlite3.Connection
+    types_written: set[tuple[bytes, str]]  # (entity, type) rows known to be in entity_types
 
     # -- entities ----------------------------------------------------------------
 
@@ -139,9 +140,13 @@ class LogRows:
                 " VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count),
                 values[start * 10 : (start + count) * 10],
             )
-        # A row per entity and type, written once: a batch adds one or two.
-        types = {(values[i * 10 + 1], values[i * 10 + 3]) for i in range(len(events))}
-        self.db.executemany("INSERT OR IGNORE INTO entity_types VALUES (?, ?)", types)
+        # A row per entity and type, written once: a batch adds one or two. The
+        # pairs this connection wrote are remembered (and forgotten on a rollback),
+        # so that one append in a row of them costs no statement more.
+        types = cast(set[tuple[bytes, str]], set(zip(values[1::10], values[3::10], strict=True)))
+        if not types <= self.types_written:
+            self.db.executemany("INSERT OR IGNORE INTO entity_types VALUES (?, ?)", types)
+            self.types_written |= types
 
     def existing(self, ids: Sequence[bytes]) -> set[bytes]:
         return {
