@@ -40,6 +40,7 @@ from dizzy.protocol.reconcile import Reader, encode_varint
 __all__ = [
     "FRAME_LIMIT",
     "INF",
+    "KEYS_END",
     "KEY_BYTES",
     "MAX_INLINE_EVENTS",
     "MAX_KEYS_PER_LIST",
@@ -63,6 +64,7 @@ KEY_BYTES = 64
 ID_BYTES = 32
 SUM_BYTES = 16
 INF = 1 << (8 * KEY_BYTES)  # the upper bound of the last range: above every key
+KEYS_END = INF
 THRESHOLD = 16  # a side lists a range of at most this many keys instead of splitting it
 FRAME_LIMIT = 256 * 1024
 TAIL_BUDGET = 32 * 1024

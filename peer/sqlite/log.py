@@ -8,6 +8,7 @@ from typing import Any
 
 from dizzy.peer.reports import EntityInfo
 from dizzy.peer.sqlite.connection import in_chunks
+from dizzy.peer.sqlite.sums import add_offered, verdict_moves, withheld
 from dizzy.protocol import Event, agent_id, entity_id, event_id, parse_agent, parse_entity
 
 __all__ = ["LogRows"]
@@ -70,12 +71,13 @@ class LogRows:
         per_insert = min(
             _ROWS_PER_INSERT, self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 10
         )
+        keys = {name: parse_entity(name) for name in {e.entity for e in events}}
         values = [
             value
             for e, frontier in zip(events, frontiers, strict=True)
             for value in (
                 e.id,
-                parse_entity(e.entity),
+                keys[e.entity],
                 parse_agent(e.author),
                 e.type,
                 e.depth,
@@ -94,6 +96,10 @@ class LogRows:
                 " VALUES " + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count),
                 values[start * 10 : (start + count) * 10],
             )
+        # The range sums move in the same transaction. An event judged invalid
+        # before it was stored (admission puts its verdict first) is left out.
+        held_back = withheld(self.db, [e.id for e in events]) if events else set()
+        add_offered(self.db, ((keys[e.entity], e.id) for e in events if e.id not in held_back), 1)
 
     def existing(self, ids: Sequence[bytes]) -> set[bytes]:
         return {
@@ -166,11 +172,13 @@ class LogRows:
         return {k: (reason, detail) for k, reason, detail in rows}
 
     def put_verdict(self, event: bytes, entity: bytes, why: tuple[str, str], now: int) -> None:
+        verdict_moves(self.db, event, why[0])
         self.db.execute(
             "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)", (event, entity, *why, now)
         )
 
     def drop_verdict(self, event: bytes) -> None:
+        verdict_moves(self.db, event, None)
         self.db.execute("DELETE FROM verdicts WHERE id=?", (event,))
 
     # -- reads -------------------------------------------------------------------
