@@ -300,6 +300,13 @@ def register_functions(db: sqlite3.Connection) -> None:
     """The SQL functions of dizzy's migrations and checks, on ``db``."""
     # typeshed wants step(int) -> and finalize() -> int; any SQLite value works.
     db.create_aggregate("dizzy_sum256", 1, cast(Any, Sum256))
+    db.create_function("dizzy_add256", 2, add256, deterministic=True)
+
+
+def add256(a: bytes, b: bytes) -> bytes:
+    """SQL ``dizzy_add256(a, b)``: a + b of 32-byte little-endian values, mod 2^256."""
+    total = int.from_bytes(a, "little") + int.from_bytes(b, "little")
+    return (total % (1 << 256)).to_bytes(32, "little")
 
 
 class Sum256:

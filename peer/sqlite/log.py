@@ -97,8 +97,9 @@ class LogRows:
                 values[start * 10 : (start + count) * 10],
             )
         # The range sums move in the same transaction. An event judged invalid
-        # before it was stored (admission puts its verdict first) is left out.
-        held_back = withheld(self.db, [e.id for e in events]) if events else set()
+        # before it was stored (admission puts its verdict first) is left out;
+        # events made here (no source) are judged before they are signed.
+        held_back = withheld(self.db, [e.id for e in events]) if source is not None else set()
         add_offered(self.db, ((keys[e.entity], e.id) for e in events if e.id not in held_back), 1)
 
     def existing(self, ids: Sequence[bytes]) -> set[bytes]:

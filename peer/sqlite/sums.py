@@ -29,39 +29,31 @@ _BIG_ENTITY = 4096
 
 def add_offered(db: sqlite3.Connection, pairs: Iterable[tuple[bytes, bytes]], sign: int) -> None:
     """Add (sign 1) or take away (-1) the (entity, id) pairs to the sums."""
-    deltas: dict[tuple[int, bytes], list[int]] = defaultdict(lambda: [0, 0])
+    deltas: dict[tuple[int, bytes], list[int]] = {}
     for entity, key in pairs:
         value = sign * int.from_bytes(key, "little")
-        for level, prefix in ((1, entity[:1]), (2, entity), (3, entity + key[:1])):
-            delta = deltas[level, prefix]
-            delta[0] += sign
-            delta[1] += value
+        for row in ((1, entity[:1]), (2, entity), (3, entity + key[:1])):
+            delta = deltas.get(row)
+            if delta is None:
+                deltas[row] = [sign, value]
+            else:
+                delta[0] += sign
+                delta[1] += value
     if not deltas:
         return
-    by_level: dict[int, list[bytes]] = defaultdict(list)
-    for level, prefix in deltas:
-        by_level[level].append(prefix)
-    current: dict[tuple[int, bytes], tuple[int, int]] = {}
-    for level, prefixes in by_level.items():
-        for key, count, total in in_chunks(
-            db,
-            "SELECT key, count, sum FROM range_sums WHERE level = ? AND key IN ({marks})",
-            prefixes,
-            level,
-        ):
-            current[level, key] = (count, int.from_bytes(total, "little"))
-    keep, drop = [], []
-    for (level, prefix), (dcount, dsum) in deltas.items():
-        count, total = current.get((level, prefix), (0, 0))
-        count += dcount
-        if count:
-            keep.append((level, prefix, count, ((total + dsum) % _MOD).to_bytes(32, "little")))
-        else:
-            drop.append((level, prefix))
-    if keep:
-        db.executemany("INSERT OR REPLACE INTO range_sums VALUES (?, ?, ?, ?)", keep)
-    if drop:
-        db.executemany("DELETE FROM range_sums WHERE level = ? AND key = ?", drop)
+    # One statement: SQLite adds the sums itself (dizzy_add256), no read first.
+    db.executemany(
+        "INSERT INTO range_sums VALUES (?, ?, ?, ?) ON CONFLICT (level, key) DO UPDATE"
+        " SET count = count + excluded.count, sum = dizzy_add256(sum, excluded.sum)",
+        [
+            (level, key, count, (total % _MOD).to_bytes(32, "little"))
+            for (level, key), (count, total) in deltas.items()
+        ],
+    )
+    if sign < 0:
+        db.executemany(
+            "DELETE FROM range_sums WHERE level = ? AND key = ? AND count = 0", list(deltas)
+        )
 
 
 class SumRows:
