@@ -39,6 +39,7 @@ class StoreKeys:
 
     def __init__(self, records: Records) -> None:
         self.records = records
+        self.work = 0  # rows read: one per range of sums, one per key
 
     def summary(self, lo: int, hi: int) -> tuple[int, int]:
         count = total = 0
@@ -69,6 +70,7 @@ class StoreKeys:
             return len(found), sum(int.from_bytes(k[_ID:], "little") for k in found)
         start = _cut(lo, width)
         assert start is not None
+        self.work += 1
         return self.records.sum_range(level, start, _cut(hi, width))
 
     def keys(self, lo: int, hi: int, limit: int | None = None) -> list[bytes]:
@@ -85,7 +87,9 @@ class StoreKeys:
                 low = (lo & _ID_MASK).to_bytes(_ID, "big") if value == first else b""
                 high = (hi & _ID_MASK).to_bytes(_ID, "big") if value == hi >> (8 * _ID) else None
                 room = None if limit is None else limit - len(out)
-                out += [entity + i for i in self.records.offered_ids(entity, low, high, room)]
+                found = self.records.offered_ids(entity, low, high, room)
+                self.work += len(found) + 1
+                out += [entity + i for i in found]
                 if limit is not None and len(out) >= limit:
                     return out
             if len(page) < _PAGE or page[-1] == b"\xff" * _ID:
@@ -93,7 +97,27 @@ class StoreKeys:
             cursor = (int.from_bytes(page[-1], "big") + 1).to_bytes(_ID, "big")
         return out
 
+    def last(self, lo: int, hi: int) -> bytes | None:
+        if lo >= hi:
+            return None
+        first, last = lo >> (8 * _ID), (hi - 1) >> (8 * _ID)
+        start, cursor = first.to_bytes(_ID, "big"), last.to_bytes(_ID, "big")
+        while True:
+            page = self.records.offered_entities(start, cursor, _PAGE, last=True)
+            for entity in page:
+                value = int.from_bytes(entity, "big")
+                low = (lo & _ID_MASK).to_bytes(_ID, "big") if value == first else b""
+                high = (hi & _ID_MASK).to_bytes(_ID, "big") if value == hi >> (8 * _ID) else None
+                found = self.records.offered_ids(entity, low, high, 1, last=True)
+                self.work += 1
+                if found:
+                    return entity + found[0]
+            if len(page) < _PAGE or page[-1] == bytes(_ID):
+                return None
+            cursor = (int.from_bytes(page[-1], "big") - 1).to_bytes(_ID, "big")
+
     def find(self, lo: int, hi: int, prefix: bytes) -> bytes | None:
+        self.work += 1
         for entity, key in self.records.offered_by_prefix(prefix):
             full = entity + key
             if lo <= int.from_bytes(full, "big") < hi:

@@ -186,13 +186,23 @@ class Records(Protocol):
         ...
 
     def offered_ids(
-        self, entity: bytes, lo: bytes, hi: bytes | None, limit: int | None = None
+        self,
+        entity: bytes,
+        lo: bytes,
+        hi: bytes | None,
+        limit: int | None = None,
+        *,
+        last: bool = False,
     ) -> list[bytes]:
-        """Ids of the offered events of ``entity`` in [lo, hi), in order."""
+        """Ids of the offered events of ``entity`` in [lo, hi), in order (``last``:
+        from the last, in reverse)."""
         ...
 
-    def offered_entities(self, lo: bytes, hi: bytes, limit: int) -> list[bytes]:
-        """Entities with offered events from ``lo`` to ``hi`` included, in order."""
+    def offered_entities(
+        self, lo: bytes, hi: bytes, limit: int, *, last: bool = False
+    ) -> list[bytes]:
+        """Entities with offered events from ``lo`` to ``hi`` included, in order
+        (``last``: from the last, in reverse)."""
         ...
 
     def offered_by_prefix(self, prefix: bytes) -> list[tuple[bytes, bytes]]:

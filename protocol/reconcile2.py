@@ -45,6 +45,7 @@ __all__ = [
     "MAX_INLINE_EVENTS",
     "MAX_KEYS_PER_LIST",
     "MAX_MESSAGE_BYTES",
+    "WORK_LIMIT",
     "EntityScope",
     "KeySet",
     "KeySource",
@@ -72,6 +73,11 @@ LIST_CHUNK = 1024  # keys per DIFF range when a responder answers a list
 MAX_KEYS_PER_LIST = 8192
 MAX_MESSAGE_BYTES = 393_216
 MAX_INLINE_EVENTS = 64  # events a responder may send with its answer
+# Rows a side reads for one message (its source's ``work``) before it answers
+# the rest of the message with one fingerprint: an honest round reads a few
+# hundred; ranges cut inside large blocks, on purpose, would read thousands each.
+WORK_LIMIT = 200_000
+_MAX_RUNS = 64  # runs passed back once an answer is closing; then one to INF
 _MOD = 1 << 256
 _MOD128 = 1 << 128
 _ENTITY_SHIFT = 8 * ID_BYTES
@@ -117,7 +123,9 @@ def _common(a: bytes, b: bytes) -> int:
 
 def trie_bounds(lo: int, hi: int) -> list[int]:
     """The bounds that cut [lo, hi) at the children of the smallest nibble-aligned
-    block holding it: between 1 and 15 bounds, or none for a range of one key."""
+    block holding it: between 1 and 15 bounds, or none for a range of one key.
+    (With lo the first key of a range and hi its last key + 1: where those keys
+    branch.)"""
     if hi - lo <= 1:
         return []
     top = (lo ^ (hi - 1)).bit_length() - 1
@@ -261,12 +269,18 @@ def _size(part: Part, prev: bytes) -> int:
 class KeySource(Protocol):
     """The keys a side offers: count and sum of a range, its keys, a key by its id's start."""
 
+    work: int  # rows read so far: what answering has cost, for the work limit
+
     def summary(self, lo: int, hi: int) -> tuple[int, int]:
         """(count, sum of the ids mod 2**256) of the keys in [lo, hi)."""
         ...
 
     def keys(self, lo: int, hi: int, limit: int | None = None) -> list[bytes]:
         """The first ``limit`` (all) keys in [lo, hi), in order."""
+        ...
+
+    def last(self, lo: int, hi: int) -> bytes | None:
+        """The last key in [lo, hi), None if there is none."""
         ...
 
     def find(self, lo: int, hi: int, prefix: bytes) -> bytes | None:
@@ -294,6 +308,7 @@ class KeySet:
         ids = (int.from_bytes(k[ID_BYTES:], "little") for k in self.sorted)
         self._sums = [0, *accumulate(ids)]
         self._by_prefix = {k[ID_BYTES : ID_BYTES + SUM_BYTES]: k for k in self.sorted}
+        self.work = 0  # keys listed so far (sums cost nothing here)
 
     def __len__(self) -> int:
         return len(self.sorted)
@@ -313,7 +328,12 @@ class KeySet:
         a, b = self._index(lo), self._index(hi)
         if limit is not None:
             b = min(b, a + limit)
+        self.work += max(0, b - a)
         return self.sorted[a:b]
+
+    def last(self, lo: int, hi: int) -> bytes | None:
+        a, b = self._index(lo), self._index(hi)
+        return self.sorted[b - 1] if b > a else None
 
     def find(self, lo: int, hi: int, prefix: bytes) -> bytes | None:
         key = self._by_prefix.get(prefix)
@@ -385,6 +405,7 @@ class Reconciler2:
         initiator: bool = False,
         scope: Scope | None = None,
         frame_limit: int = FRAME_LIMIT,
+        work_limit: int = WORK_LIMIT,
     ) -> None:
         if scope is not None and not initiator:
             raise UsageError("only an initiator has a scope")
@@ -392,8 +413,10 @@ class Reconciler2:
         self.initiator = initiator
         self.scope = scope
         self.frame_limit = frame_limit
+        self.work_limit = work_limit
         self.have: list[bytes] = []
         self.need: list[bytes] = []
+        self._known: set[bytes] = set()
         self.lacked: list[bytes] = []
         self.rounds = 0
 
@@ -414,19 +437,40 @@ class Reconciler2:
         self.rounds += 1
         self.lacked = []
         out = _Reply()
+        started = self.source.work
         lo = 0
-        deferred = -1  # where a run of ranges passed back unanswered began
+        # A run of ranges passed back unanswered, as my fingerprint: where it
+        # began, and the count and sum of my keys up to ``summed``.
+        run: list[int] | None = None  # [start, summed, count, sum]
+        runs = 0
+        closing = False  # the answer is full, or I have read enough: no more work
         for p in decode_message2(message):
             hi = p.upper
+            if p.mode == DIFF and not self.initiator:
+                raise MalformedError("only a responder sends differences")
+            if closing:
+                if p.mode == SKIP or p.mode == DIFF:
+                    # Settled ranges stay settled; a difference costs nothing to take.
+                    if p.mode == DIFF:
+                        self._take_diff(p)
+                    self._close(out, run, lo)
+                    run = None
+                    out.add(Part(hi, SKIP))
+                elif run is None:
+                    if runs == _MAX_RUNS:
+                        # A message cut into ever more pieces: one fingerprint
+                        # of mine covers all the rest, settled or not.
+                        self._close(out, [lo, lo, 0, 0], INF)
+                        break
+                    run, runs = [lo, lo, 0, 0], runs + 1
+                lo = hi
+                continue
             mine: tuple[int, int] | None = None
             settled = True
             if p.mode == SKIP:
                 out.add(Part(hi, SKIP))
             elif p.mode == DIFF:
-                if not self.initiator:
-                    raise MalformedError("only a responder sends differences")
-                self.need += [k for k in p.keys if self._in_scope(k)]
-                self.have += p.lacked
+                self._take_diff(p)
                 out.add(Part(hi, SKIP))
             elif p.mode == IDLIST and self.initiator:
                 self._take_list(lo, hi, p.keys)
@@ -437,32 +481,46 @@ class Reconciler2:
             else:
                 settled = False
             if settled:
-                deferred = -1
+                run = None
             elif out.size > self.frame_limit:
                 # The answer is full: pass the range back as my fingerprint, to
                 # be split in a later round; adjacent ones merge. Settled ranges
                 # around it stay settled, so nothing is listed twice.
-                if deferred < 0:
-                    deferred = lo
-                    count, total = mine if mine is not None else self.source.summary(lo, hi)
+                count, total = mine if mine is not None else self.source.summary(lo, hi)
+                if run is None:
+                    run, runs = [lo, hi, count, total], runs + 1
                     out.add(Part(hi, FINGERPRINT, count, total % _MOD128))
                 else:
-                    count, total = self.source.summary(deferred, hi)
-                    out.replace_last(Part(hi, FINGERPRINT, count, total % _MOD128))
-                if out.size > self.frame_limit + TAIL_BUDGET:
-                    count, total = self.source.summary(deferred, INF)
-                    out.replace_last(Part(INF, FINGERPRINT, count, total % _MOD128))
-                    break
+                    run[1:] = [hi, run[2] + count, run[3] + total]
+                    out.replace_last(Part(hi, FINGERPRINT, run[2], run[3] % _MOD128))
             elif p.mode == FINGERPRINT:
                 assert mine is not None
                 self._answer_fingerprint(out, lo, hi, p, *mine)
             else:
                 self._answer_list(out, lo, hi, p.keys)
             lo = hi
+            if out.size > self.frame_limit + TAIL_BUDGET or (
+                self.source.work - started > self.work_limit
+            ):
+                # Enough bytes, or enough reading for one message (a peer's
+                # ranges can be made costly to answer): pass the rest back.
+                closing = True
+                if run is not None:
+                    out.parts.pop()  # the run goes on; written when it ends
+        if closing:
+            self._close(out, run, INF)  # a run still open when the message ended
         parts = _merge_skips(out.parts)
         if self.initiator and all(p.mode == SKIP for p in parts):
             return None
         return encode_message2(parts)
+
+    def _close(self, out: _Reply, run: list[int] | None, end: int) -> None:
+        """Write a run of ranges passed back, up to ``end``, as my fingerprint."""
+        if run is None or end <= run[0]:
+            return
+        _, summed, count, total = run
+        more = self.source.summary(summed, end)
+        out.add(Part(end, FINGERPRINT, count + more[0], (total + more[1]) % _MOD128))
 
     # -- the rules --------------------------------------------------------------------
 
@@ -473,8 +531,22 @@ class Reconciler2:
         mine = self.source.keys(lo, hi)
         listed = set(theirs)
         ours = set(mine)
-        self.have += [k for k in mine if k not in listed]
-        self.need += [k for k in theirs if k not in ours and self._in_scope(k)]
+        self._learn(self.have, (k for k in mine if k not in listed))
+        self._learn(self.need, (k for k in theirs if k not in ours))
+
+    def _take_diff(self, p: Part) -> None:
+        self._learn(self.need, p.keys)
+        self._learn(self.have, p.lacked)
+
+    def _learn(self, into: list[bytes], keys: Iterable[bytes]) -> None:
+        """Add keys to ``have`` or ``need``: once each (a range passed back whole
+        at the end of a full answer may be settled again), and ``need`` only
+        within the scope."""
+        known = self._known
+        for key in keys:
+            if key not in known and (into is self.have or self._in_scope(key)):
+                known.add(key)
+                into.append(key)
 
     def _settle(self, out: _Reply, lo: int, hi: int, p: Part, count: int, total: int) -> bool:
         """Answer a fingerprint that needs no more rounds; False if it needs them."""
@@ -491,7 +563,7 @@ class Reconciler2:
             key = self.source.find(lo, hi, prefix)
             if key is not None:
                 if self.initiator:
-                    self.have.append(key)
+                    self._learn(self.have, [key])
                     out.add(Part(hi, SKIP))
                 else:
                     self.lacked.append(key)
@@ -519,8 +591,18 @@ class Reconciler2:
             self._split_trie(out, lo, hi, scoped=False)
 
     def _split_trie(self, out: _Reply, lo: int, hi: int, *, scoped: bool) -> None:
+        # Cut where my keys branch: at the children of the smallest nibble block
+        # holding my first and last key of the range (keys sharing a long
+        # prefix, as the keys of one entity do, split at once, not a nibble a
+        # round); the range itself when I hold fewer than two.
+        first = self.source.keys(lo, hi, 1)
+        last = self.source.last(lo, hi) if first else None
+        if first and last is not None and last != first[0]:
+            bounds = trie_bounds(key_int(first[0]), key_int(last) + 1)
+        else:
+            bounds = trie_bounds(lo, hi)
         start = lo
-        for end in [*trie_bounds(lo, hi), hi]:
+        for end in [*bounds, hi]:
             count, total = self.source.summary(start, end)
             if count:
                 out.add(Part(end, FINGERPRINT, count, total % _MOD128))

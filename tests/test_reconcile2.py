@@ -20,6 +20,7 @@ from dizzy.protocol.reconcile2 import (
     FRAME_LIMIT,
     INF,
     MAX_MESSAGE_BYTES,
+    WORK_LIMIT,
     EntityScope,
     KeySet,
     Part,
@@ -52,6 +53,7 @@ def link(
     theirs: list[bytes],
     scope: list[bytes] | None = None,
     frame_limit: int = FRAME_LIMIT,
+    work_limit: int = WORK_LIMIT,
 ) -> Outcome:
     """One whole session: ``mine`` initiates (scoped to ``scope`` if given), ``theirs`` answers."""
     initiator = Reconciler2(
@@ -59,8 +61,9 @@ def link(
         initiator=True,
         scope=EntityScope(scope) if scope is not None else None,
         frame_limit=frame_limit,
+        work_limit=work_limit,
     )
-    responder = Reconciler2(KeySet(theirs), frame_limit=frame_limit)
+    responder = Reconciler2(KeySet(theirs), frame_limit=frame_limit, work_limit=work_limit)
     sent = received = lacked = 0
     message = initiator.initiate()
     while message is not None:
@@ -94,20 +97,33 @@ def two_sets(draw: st.DrawFn) -> tuple[list[bytes], list[bytes], list[bytes]]:
 
 
 @PROPERTY
-@given(two_sets(), st.sampled_from([200, 1000, 4096, FRAME_LIMIT]))
+@given(
+    two_sets(),
+    st.sampled_from([200, 1000, 4096, FRAME_LIMIT]),
+    st.sampled_from([1, 100, WORK_LIMIT]),
+)
 def test_unscoped_the_initiator_learns_both_differences(
-    sets: tuple[list[bytes], list[bytes], list[bytes]], frame_limit: int
+    sets: tuple[list[bytes], list[bytes], list[bytes]], frame_limit: int, work_limit: int
 ) -> None:
+    """Whatever the frame and however little either side may read for one message."""
     _, mine, theirs = sets
-    outcome = link(mine, theirs, frame_limit=frame_limit)
+    outcome = link(mine, theirs, frame_limit=frame_limit, work_limit=work_limit)
     assert outcome.have == set(mine) - set(theirs)
     assert outcome.need == set(theirs) - set(mine)
 
 
 @PROPERTY
-@given(two_sets(), st.sampled_from([200, 4096, FRAME_LIMIT]), st.randoms(use_true_random=False))
+@given(
+    two_sets(),
+    st.sampled_from([200, 4096, FRAME_LIMIT]),
+    st.sampled_from([1, 100, WORK_LIMIT]),
+    st.randoms(use_true_random=False),
+)
 def test_scoped_the_initiator_learns_the_differences_of_its_entities(
-    sets: tuple[list[bytes], list[bytes], list[bytes]], frame_limit: int, rng: random.Random
+    sets: tuple[list[bytes], list[bytes], list[bytes]],
+    frame_limit: int,
+    work_limit: int,
+    rng: random.Random,
 ) -> None:
     """The responder also holds entities outside the scope, and the scope entities
     the initiator holds nothing of yet: only the scope's differences are learned."""
@@ -115,7 +131,7 @@ def test_scoped_the_initiator_learns_the_differences_of_its_entities(
     scope = [e for e in entities if rng.random() < 0.6] + [rng.randbytes(32)]
     mine = [k for k in mine if k[:32] in scope]
     theirs = theirs + keys(rng, [rng.randbytes(32) for _ in range(3)], rng.randrange(300))
-    outcome = link(mine, theirs, scope, frame_limit)
+    outcome = link(mine, theirs, scope, frame_limit, work_limit)
     assert outcome.have == set(mine) - set(theirs)
     assert outcome.need == {k for k in set(theirs) - set(mine) if k[:32] in scope}
 

@@ -73,9 +73,16 @@ class SumRows:
         return count, total % _MOD
 
     def offered_ids(
-        self, entity: bytes, lo: bytes, hi: bytes | None, limit: int | None = None
+        self,
+        entity: bytes,
+        lo: bytes,
+        hi: bytes | None,
+        limit: int | None = None,
+        *,
+        last: bool = False,
     ) -> list[bytes]:
-        """Ids of the offered events of ``entity`` in [lo, hi), in order."""
+        """Ids of the offered events of ``entity`` in [lo, hi), in order (``last``:
+        from the last, in reverse)."""
         row = self.db.execute(
             "SELECT count FROM range_sums WHERE level = 2 AND key = ?", (entity,)
         ).fetchone()
@@ -89,18 +96,23 @@ class SumRows:
             where += " AND id < ?" if row[0] > _BIG_ENTITY else " AND +id < ?"
             args.append(hi)
         sql = f"SELECT id FROM events e WHERE {where}{_OFFERED} ORDER BY id"
+        if last:
+            sql += " DESC"
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
         return [r[0] for r in self.db.execute(sql, args)]
 
-    def offered_entities(self, lo: bytes, hi: bytes, limit: int) -> list[bytes]:
-        """Entities with offered events, from ``lo`` to ``hi`` (both included), in order."""
+    def offered_entities(
+        self, lo: bytes, hi: bytes, limit: int, *, last: bool = False
+    ) -> list[bytes]:
+        """Entities with offered events, from ``lo`` to ``hi`` (both included), in
+        order (``last``: from the last, in reverse)."""
         return [
             r[0]
             for r in self.db.execute(
                 "SELECT key FROM range_sums WHERE level = 2 AND key >= ? AND key <= ?"
-                " ORDER BY key LIMIT ?",
+                f" ORDER BY key{' DESC' if last else ''} LIMIT ?",
                 (lo, hi, limit),
             )
         ]
