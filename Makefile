@@ -40,11 +40,13 @@ typecheck: $(BIN)/.installed
 pytest: $(BIN)/.installed
 	$(BIN)/pytest
 
-# Append and ingest (about 1.5 min), sync over loopback HTTP (about 1.5 min), then a
-# 1 GiB dataset fetch against curl (a few minutes, about 6 GB of disk).
+# Append and ingest (about 1.5 min), sync over loopback HTTP (about 1.5 min), a log of
+# a million events and many entities (about 7 min, 5 GB of disk), then a 1 GiB
+# dataset fetch against curl (a few minutes, about 6 GB of disk).
 bench: $(BIN)/.installed
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/sync.py
+	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/transfer.py
 
 clean:

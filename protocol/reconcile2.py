@@ -114,11 +114,10 @@ def _bound_int(data: bytes) -> int:
 
 
 def _common(a: bytes, b: bytes) -> int:
+    """The number of leading bytes ``a`` and ``b`` share."""
     n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    x = int.from_bytes(a[:n], "big") ^ int.from_bytes(b[:n], "big")
+    return n if not x else n - 1 - (x.bit_length() - 1) // 8
 
 
 def trie_bounds(lo: int, hi: int) -> list[int]:
