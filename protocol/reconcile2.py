@@ -665,18 +665,24 @@ class Reconciler2:
             out.add(Part(hi, SKIP))
 
     def _answer_list(self, out: _Reply, lo: int, hi: int, theirs: Sequence[bytes]) -> None:
-        """A responder's answer to a list: the differences both ways, as many
-        as fit the frame (at least one chunk), then my fingerprint of the rest."""
+        """A responder's answer to a list: the differences both ways, in parts
+        of at most LIST_CHUNK keys of each side, as many as fit the frame (at
+        least one), then my fingerprint of the rest."""
         listed = [key_int(k) for k in theirs]
         start = lo
         while True:
-            chunk = self.source.keys(start, hi, LIST_CHUNK + 1)
+            # A part holds at most LIST_CHUNK of my keys and of theirs.
+            a = bisect.bisect_left(listed, start)
+            cap = hi
+            if len(listed) - a > LIST_CHUNK:
+                cap = between(theirs[a + LIST_CHUNK - 1], theirs[a + LIST_CHUNK])
+            chunk = self.source.keys(start, cap, LIST_CHUNK + 1)
             if len(chunk) > LIST_CHUNK:
                 end = between(chunk[LIST_CHUNK - 1], chunk[LIST_CHUNK])
                 chunk = chunk[:LIST_CHUNK]
             else:
-                end = hi
-            a, b = bisect.bisect_left(listed, start), bisect.bisect_left(listed, end)
+                end = cap
+            b = bisect.bisect_left(listed, end)
             here = set(theirs[a:b])
             mine = set(chunk)
             missing = tuple(k for k in chunk if k not in here)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import time
 from pathlib import Path
 
 from helpers import agent, chain, genesis
@@ -20,8 +21,14 @@ from dizzy.peer import Store
 from dizzy.peer.offered import StoreKeys, StoreScope
 from dizzy.peer.sqlite import SQLiteRecords
 from dizzy.peer.sqlite.sums import add_offered
-from dizzy.protocol import KEYS_END, KeySet, parse_entity
-from dizzy.protocol.reconcile2 import key_int, trie_bounds
+from dizzy.protocol import KEYS_END, KeySet, Reconciler2, parse_entity
+from dizzy.protocol.reconcile2 import (
+    MAX_MESSAGE_BYTES,
+    Part,
+    encode_message2,
+    key_int,
+    trie_bounds,
+)
 
 OWNER = agent("owner")
 
@@ -185,3 +192,40 @@ def test_the_migration_sums_a_log_kept_before_the_sums(tmp_path: Path) -> None:
     with Store(path) as store:
         assert offered_keys(store) == expected
         assert_sums_follow(store)
+
+
+def test_a_message_cut_to_be_costly_is_answered_with_bounded_reading(tmp_path: Path) -> None:
+    """Ranges cut inside the blocks of a large entity cost a read of keys each;
+    a responder stops reading at its work limit and passes the rest back."""
+    rng = random.Random(9)
+    records = SQLiteRecords(tmp_path / "dizzy.db")
+    entity = rng.randbytes(32)
+    rows = [(rng.randbytes(32), entity) for _ in range(20_000)]
+    db = records.db
+    db.execute("BEGIN")
+    db.execute(
+        "INSERT INTO entities (id, genesis, creator, kind) VALUES (?, x'00', x'00', 'k')",
+        (entity,),
+    )
+    db.executemany(
+        "INSERT INTO events (id, entity, author, type, depth, clock, received, raw)"
+        " VALUES (?, ?, x'00', 't', 1, 0, 0, x'00')",
+        rows,
+    )
+    add_offered(db, [(e, i) for i, e in rows], 1)
+    db.execute("COMMIT")
+    try:
+        keys = sorted(entity + i for i, _ in rows)
+        cuts = sorted({key_int(k) + 1 for k in rng.sample(keys, 5_000)})
+        message = encode_message2(
+            [*(Part(c, 1, count=3, sum=7) for c in cuts), Part(KEYS_END, 1, count=3)]
+        )
+        source = StoreKeys(records)
+        started = time.perf_counter()
+        answer = Reconciler2(source, work_limit=20_000).receive(message)
+        seconds = time.perf_counter() - started
+        assert answer is not None and len(answer) <= MAX_MESSAGE_BYTES
+        assert source.work <= 20_000 + 2_000, source.work
+        assert seconds < 10, seconds
+    finally:
+        records.close()

@@ -323,3 +323,29 @@ def test_version_and_shape_faults_have_reasons() -> None:
         decode_message2(good + good[1:])  # a range after infinity
     with pytest.raises(MalformedError):  # a difference sent to a responder
         Reconciler2(KeySet([])).receive(encode_message2([Part(INF, 3)]))
+
+
+def test_answers_stay_within_the_message_limit_whatever_was_asked() -> None:
+    """A list of 8,000 keys the responder mostly lacks, and a message of many
+    small ranges cut inside its keys: the answers stay under the limit, and
+    a message of thousands of ranges is answered with bounded reading."""
+    rng = random.Random(6)
+    entity = rng.randbytes(32)
+    theirs = sorted(entity + rng.randbytes(32) for _ in range(8_000))
+    source = KeySet(theirs[::3] + [entity + rng.randbytes(32) for _ in range(3_000)])
+    listed = encode_message2(
+        [Part(key_int(entity + bytes(32)), 0), Part(INF, 2, keys=tuple(theirs))]
+    )
+    answer = Reconciler2(source).receive(listed)
+    assert answer is not None and len(answer) <= MAX_MESSAGE_BYTES
+    assert any(p.mode == 3 for p in decode_message2(answer))
+
+    cuts = sorted({key_int(k) + 1 for k in source.sorted[::2]})
+    many = encode_message2(
+        [*(Part(c, 1, count=1, sum=c % (1 << 128)) for c in cuts), Part(INF, 1, count=1)]
+    )
+    side = Reconciler2(source, work_limit=1_000)
+    before = source.work
+    answer = side.receive(many)
+    assert answer is not None and len(answer) <= MAX_MESSAGE_BYTES
+    assert source.work - before <= 1_000 + 2 * 1_025
