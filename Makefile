@@ -41,7 +41,7 @@ pytest: $(BIN)/.installed
 	$(BIN)/pytest
 
 # Append and ingest (about 1.5 min), sync over loopback HTTP (about 1.5 min), a log of
-# a million events and many entities (about 7 min, 3 GB of disk), then a 1 GiB
+# a million events and many entities (2.5-5 min, 3 GB of disk), then a 1 GiB
 # dataset fetch against curl (a few minutes, about 6 GB of disk).
 bench: $(BIN)/.installed
 	$(BIN)/python bench/ingest.py
