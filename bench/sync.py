@@ -150,7 +150,9 @@ def run_sync(home: Path, url: str) -> dict[str, Any]:
 
 
 class CountingClient(Client):
-    """A Client that also counts reconciliation requests apart, and times fetches."""
+    """A Client that also counts reconciliation requests apart (either version;
+    events sent along with a version 2 answer count as reconciliation bytes),
+    and times fetches."""
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
@@ -161,6 +163,16 @@ class CountingClient(Client):
         sent, received = self.bytes_sent, self.bytes_received
         started = time.perf_counter()
         reply = await super().reconcile(scope, message)
+        self.reconcile_requests += 1
+        self.reconcile_s += time.perf_counter() - started
+        self.reconcile_sent += self.bytes_sent - sent
+        self.reconcile_received += self.bytes_received - received
+        return reply
+
+    async def reconcile2(self, message: bytes) -> tuple[bytes, list[bytes]]:
+        sent, received = self.bytes_sent, self.bytes_received
+        started = time.perf_counter()
+        reply = await super().reconcile2(message)
         self.reconcile_requests += 1
         self.reconcile_s += time.perf_counter() - started
         self.reconcile_sent += self.bytes_sent - sent

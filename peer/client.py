@@ -26,12 +26,14 @@ from dizzy.protocol import (
     MAX_EVENT_BYTES,
     MAX_MESSAGE_BYTES,
     MAX_PUSH_BYTES,
+    MAX_RECONCILE2_ANSWER,
     AnswerLimitError,
     EventStream,
     OversizeError,
     RemoteError,
     TransportError,
     decode_depths,
+    decode_reconcile2_answer,
     encode_events,
     encode_ids,
     encode_reconcile,
@@ -44,6 +46,7 @@ __all__ = [
     "Client",
     "ClientPool",
     "Deadlines",
+    "NotServed",
 ]
 
 AGENT_HEADER = "Dizzy-Agent"  # the agent a client runs for (docs/protocol.md#http-api)
@@ -62,6 +65,10 @@ MIN_RATE = 32 * 1024
 MAX_JSON_ANSWER = MAX_PUSH_BYTES
 _ERROR_BYTES = 4096  # read of an error answer, for its reason; the rest is dropped
 _BINARY = {"Content-Type": "application/octet-stream"}
+
+
+class NotServed(TransportError):
+    """The peer answered 404 to a route: it has no such route (an older peer), or no such blob."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +195,8 @@ class Client:
                             f" {answer.content_type or 'no content type'}, for {path})"
                         )
                     reason = await _reason(answer)
-                    raise TransportError(f"{where}: HTTP {answer.status} {reason}".rstrip())
+                    fault = NotServed if answer.status == 404 else TransportError
+                    raise fault(f"{where}: HTTP {answer.status} {reason}".rstrip())
                 given = answer.headers.get("Content-Range", "")
                 if first and not given.startswith(f"bytes {first}-"):
                     raise TransportError(f"{where}: asked from byte {first}, sent {given!r}")
@@ -255,6 +263,18 @@ class Client:
         """The peer's next reconciliation message: one message, at most MAX_MESSAGE_BYTES."""
         body = encode_reconcile(scope, message)
         return await self._read("POST", "/v1/reconcile", body, cap=MAX_MESSAGE_BYTES)
+
+    async def reconcile2(self, message: bytes) -> tuple[bytes, list[bytes]]:
+        """The peer's next message of reconciliation version 2, and the events it
+        sends along (at most MAX_INLINE_EVENTS). NotServed from a peer without
+        version 2."""
+        answer = await self._read("POST", "/v1/reconcile2", message, cap=MAX_RECONCILE2_ANSWER)
+        try:
+            return decode_reconcile2_answer(answer)
+        except OversizeError as exc:
+            raise AnswerLimitError(f"{self.url}/v1/reconcile2: {exc}", url=self.url) from exc
+        except RemoteError as exc:
+            raise TransportError(f"{self.url}/v1/reconcile2: bad answer: {exc}") from exc
 
     async def get_events(self, ids: Sequence[bytes]) -> list[bytes]:
         """The raw events among ``ids`` the peer holds: at most one line of at

@@ -18,9 +18,17 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
-__all__ = ["MIGRATIONS", "Component", "Migration", "drop", "migrate"]
+__all__ = [
+    "MIGRATIONS",
+    "Component",
+    "Migration",
+    "Sum256",
+    "drop",
+    "migrate",
+    "register_functions",
+]
 
 
 class Migration(NamedTuple):
@@ -272,7 +280,79 @@ MIGRATIONS: list[Migration] = [
             "INSERT INTO entity_types SELECT DISTINCT entity, type FROM events",
         ),
     ),
+    Migration(
+        "0008_range_sums",
+        (
+            """
+            -- The count and the sum of the event ids (mod 2^256, 32 bytes
+            -- little-endian) of the offered events under fixed prefixes of the
+            -- key entity || id, kept in the transaction that changes them, so a
+            -- reconciliation answers any range from a few rows
+            -- (docs/architecture.md#range-sums). Offered: stored, and not
+            -- invalid for a reason other than 'revoked' or 'equivocation'.
+            -- Levels: 1, entities by their first byte (key: 1 byte); 2, one
+            -- entity (its 32 bytes); 3, one entity's events by the first byte
+            -- of their id (33 bytes).
+            -- No row has a count of 0.
+            CREATE TABLE range_sums (
+                level INTEGER NOT NULL,
+                key   BLOB NOT NULL,
+                count INTEGER NOT NULL,
+                sum   BLOB NOT NULL,
+                PRIMARY KEY (level, key)
+            ) WITHOUT ROWID
+            """,
+            # What the log holds today. dizzy_sum256 is registered by migrate().
+            """
+            INSERT INTO range_sums (level, key, count, sum)
+            SELECT 3, CAST(entity || substr(id, 1, 1) AS BLOB), count(*), dizzy_sum256(id)
+            FROM events e
+            WHERE NOT EXISTS (
+                SELECT 1 FROM verdicts v
+                WHERE v.id = e.id AND v.reason NOT IN ('revoked', 'equivocation')
+            )
+            GROUP BY entity, substr(id, 1, 1)
+            """,
+            """
+            INSERT INTO range_sums (level, key, count, sum)
+            SELECT 2, substr(key, 1, 32), sum(count), dizzy_sum256(sum)
+            FROM range_sums WHERE level = 3 GROUP BY substr(key, 1, 32)
+            """,
+            """
+            INSERT INTO range_sums (level, key, count, sum)
+            SELECT 1, substr(key, 1, 1), sum(count), dizzy_sum256(sum)
+            FROM range_sums WHERE level = 2 GROUP BY substr(key, 1, 1)
+            """,
+        ),
+    ),
 ]
+
+
+def register_functions(db: sqlite3.Connection) -> None:
+    """The SQL functions of dizzy's migrations and checks, on ``db``."""
+    # typeshed wants step(int) -> and finalize() -> int; any SQLite value works.
+    db.create_aggregate("dizzy_sum256", 1, cast(Any, Sum256))
+    db.create_function("dizzy_add256", 2, add256, deterministic=True)
+
+
+def add256(a: bytes, b: bytes) -> bytes:
+    """SQL ``dizzy_add256(a, b)``: a + b of 32-byte little-endian values, mod 2^256."""
+    total = int.from_bytes(a, "little") + int.from_bytes(b, "little")
+    return (total % (1 << 256)).to_bytes(32, "little")
+
+
+class Sum256:
+    """SQL aggregate ``dizzy_sum256(x)``: the sum of 32-byte little-endian
+    values mod 2^256, as 32 bytes little-endian (the range sums' arithmetic)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def step(self, value: bytes) -> None:
+        self.total += int.from_bytes(value, "little")
+
+    def finalize(self) -> bytes:
+        return (self.total % (1 << 256)).to_bytes(32, "little")
 
 
 def migrate(
@@ -288,6 +368,7 @@ def migrate(
     """
     if migrations is None:
         migrations = MIGRATIONS
+    register_functions(db)
     names = [m.name if component is None else f"{component}/{m.name}" for m in migrations]
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied INTEGER)")
     if _missing(db, names) == []:

@@ -217,6 +217,47 @@ class Records(Protocol):
 
     def depths(self, ids: Sequence[bytes]) -> list[tuple[int, bytes]]: ...
 
+    # -- range sums (docs/architecture.md#range-sums) ------------------------------------
+    # Kept by insert_events, put_verdict and drop_verdict in their transaction.
+
+    def sum_range(self, level: int, lo: bytes, hi: bytes | None) -> tuple[int, int]:
+        """(count, sum of ids mod 2**256) of the offered events under the level's
+        prefixes in [lo, hi): level 1, entities by first byte; 2, entities; 3, an
+        entity's events by their id's first byte. ``hi`` None: no end."""
+        ...
+
+    def offered_ids(
+        self,
+        entity: bytes,
+        lo: bytes,
+        hi: bytes | None,
+        limit: int | None = None,
+        *,
+        last: bool = False,
+    ) -> list[bytes]:
+        """Ids of the offered events of ``entity`` in [lo, hi), in order (``last``:
+        from the last, in reverse)."""
+        ...
+
+    def offered_entities(
+        self, lo: bytes, hi: bytes, limit: int, *, last: bool = False
+    ) -> list[bytes]:
+        """Entities with offered events from ``lo`` to ``hi`` included, in order
+        (``last``: from the last, in reverse)."""
+        ...
+
+    def offered_by_prefix(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """(entity, id) of the offered events whose id starts with ``prefix``."""
+        ...
+
+    def followed_between(self, lo: bytes, hi: bytes, limit: int) -> list[bytes]: ...
+
+    def is_followed(self, entity: bytes) -> bool: ...
+
+    def check_sums(self) -> list[str]:
+        """Where the range sums disagree with the offered events (empty: nowhere)."""
+        ...
+
     # -- peers and sources ------------------------------------------------------------
 
     def add_peer(self, url: str, now: int) -> bool: ...

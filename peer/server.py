@@ -18,6 +18,7 @@ from dizzy.protocol import (
     FRAME_LIMIT,
     MAX_EVENT_BYTES,
     MAX_IDS_PER_REQUEST,
+    MAX_MESSAGE_BYTES,
     MAX_PUSH_BYTES,
     MAX_PUSH_EVENTS,
     MAX_RECONCILE_BYTES,
@@ -31,6 +32,7 @@ from dizzy.protocol import (
     decode_reconcile,
     encode_depths,
     encode_events,
+    encode_reconcile2_answer,
     entity_id,
     parse_agent,
 )
@@ -155,6 +157,7 @@ async def info(request: web.Request) -> web.Response:
         {
             "dizzy": version("dizzy"),
             "protocol": 1,
+            "reconcile": [1, 2],
             "agent": agent,
             "relay": service.relay,
             "limits": {
@@ -183,6 +186,15 @@ async def reconcile(request: web.Request) -> web.Response:
     reply = Reconciler(items).receive(message)
     assert reply is not None  # a responder always answers
     return web.Response(body=reply, content_type="application/octet-stream")
+
+
+async def reconcile2(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    message = await _body(request, MAX_MESSAGE_BYTES)
+    reply, raws = await service.run(service.respond, message)
+    return web.Response(
+        body=encode_reconcile2_answer(reply, raws), content_type="application/octet-stream"
+    )
 
 
 async def get_events(request: web.Request) -> web.Response:
@@ -296,6 +308,7 @@ def make_app(service: PeerService, *, body_timeout: float = BODY_TIMEOUT_S) -> w
     app.router.add_get("/v1/info", info)
     app.router.add_get("/v1/entities", entities)
     app.router.add_post("/v1/reconcile", reconcile)
+    app.router.add_post("/v1/reconcile2", reconcile2)
     app.router.add_post("/v1/events/get", get_events)
     app.router.add_post("/v1/events/depths", depths)
     app.router.add_post("/v1/events", push_events)

@@ -2,8 +2,9 @@
 
 SQLite work runs on one dedicated thread (a connection is used by one thread
 at a time); signature checks run on the verification pool. Reconciliation
-item sets are cached per scope until the log changes, so the many rounds of
-one reconciliation read the log once.
+version 2 reads the range sums of the log for each message and keeps nothing
+between them; for version 1, item sets are cached per scope until the log
+changes, so the many rounds of one reconciliation read the log once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from dizzy.peer.clock import now_ms
 from dizzy.peer.ingest import Verifier
 from dizzy.peer.local import LocalPeer
 from dizzy.peer.store import IngestReport, Rejection
-from dizzy.protocol import DizzyError, Event, ItemSet, RemoteError, parse_entity
+from dizzy.protocol import (
+    MAX_INLINE_EVENTS,
+    DizzyError,
+    Event,
+    ItemSet,
+    Reconciler2,
+    RemoteError,
+    parse_entity,
+)
 
 __all__ = ["PeerService"]
 
@@ -67,6 +76,33 @@ class PeerService:
                 self._sets.popitem(last=False)
         self._sets.move_to_end(key)
         return cached[1]
+
+    def respond(self, message: bytes) -> tuple[bytes, list[bytes]]:
+        """Answer a message of reconciliation version 2 from the range sums, with
+        the events it says the initiator lacks when they are few."""
+        store = self.peer.store
+        with store.reading():
+            side = Reconciler2(store.key_source())
+            reply = side.receive(message)
+        assert reply is not None  # a responder always answers
+        lacked = side.lacked
+        raws = (
+            store.raw_events([k[32:] for k in lacked]) if len(lacked) <= MAX_INLINE_EVENTS else []
+        )
+        return reply, raws
+
+    def initiator(self) -> Reconciler2:
+        """This peer's side of a reconciliation version 2 it starts: scoped to
+        the entities it follows, or everything as a relay. Drive it on the store
+        thread (``step``)."""
+        store = self.peer.store
+        scope = None if self.relay else store.follow_scope()
+        return Reconciler2(store.key_source(), initiator=True, scope=scope)
+
+    def step(self, session: Reconciler2, message: bytes | None) -> bytes | None:
+        """The initiator's first message (``message`` None) or its next one."""
+        with self.peer.store.reading():
+            return session.initiate() if message is None else session.receive(message)
 
     def scope(self, extra: Sequence[bytes] = ()) -> list[bytes]:
         """What to reconcile: followed entities, plus all held ones (and ``extra``) as a relay."""

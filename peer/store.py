@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from dizzy.peer.admission import MAX_PENDING, PENDING_TTL_MS
 from dizzy.peer.authoring import Signer
 from dizzy.peer.clock import now_ms
 from dizzy.peer.migrations import Component
+from dizzy.peer.offered import StoreKeys, StoreScope
 from dizzy.peer.records import Records
 from dizzy.peer.reports import Change, EntityInfo, IngestReport, Rejection
 from dizzy.peer.sources import standing, strike
@@ -404,6 +405,23 @@ class Store:
         """(depth, id) of the events among ``ids`` that are here."""
         with self.records.reading():
             return self.records.depths(ids)
+
+    def reading(self) -> AbstractContextManager[None]:
+        """Reads inside (of a key source, say) raise StoreError for the backend's errors."""
+        return self.records.reading()
+
+    def key_source(self) -> StoreKeys:
+        """The keys this peer offers, for reconciliation version 2 (use inside ``reading``)."""
+        return StoreKeys(self.records)
+
+    def follow_scope(self) -> StoreScope:
+        """The entities this peer follows, as a reconciliation scope (inside ``reading``)."""
+        return StoreScope(self.records)
+
+    def check_sums(self) -> list[str]:
+        """Where the range sums disagree with the offered events; empty when they agree."""
+        with self.records.reading():
+            return self.records.check_sums()
 
     def peers(self) -> list[dict[str, Any]]:
         with self.records.reading():

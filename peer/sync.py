@@ -1,11 +1,16 @@
 """One sync with one peer: reconcile, fetch what is missing, push what it lacks.
 
-    1. GET  /v1/entities                  only as a relay: what else the peer holds
-    2. POST /v1/reconcile   (rounds)      which ids differ, within the scope
-    3. POST /v1/events/depths             only if many are missing: order them
-    4. POST /v1/events/get  (batches)     fetch, parents first; verify; store (pipelined)
-    5. POST /v1/events      (batches)     push what the peer lacks, parents first
-    6. GET  /v1/blobs/{id}  (each)        the blobs of doc updates received, if any
+    1. POST /v1/reconcile2  (rounds)      which keys differ, over every entity in
+                                          scope at once; the answers bring the few
+                                          events this side lacks along
+    2. POST /v1/events/depths             only if many are missing: order them
+    3. POST /v1/events/get  (batches)     fetch, parents first; verify; store (pipelined)
+    4. POST /v1/events      (batches)     push what the peer lacks, parents first
+    5. GET  /v1/blobs/{id}  (each)        the blobs of doc updates received, if any
+
+A peer that does not serve /v1/reconcile2 (404 to the first round) is
+reconciled with version 1 instead: GET /v1/entities as a relay, then
+/v1/reconcile with the scope listed, 4096 entities at a time.
 
 There is no version handshake: the /v1 path and the version byte of every
 reconciliation message carry it, so a peer of another version fails the first
@@ -27,7 +32,7 @@ from itertools import islice
 from typing import Any
 
 from dizzy.peer.blob_fetch import BlobSource, FetchReport, receive_blob
-from dizzy.peer.client import Client
+from dizzy.peer.client import Client, NotServed
 from dizzy.peer.clock import now_ms
 from dizzy.peer.documents import missing_update_blobs
 from dizzy.peer.service import PeerService
@@ -90,22 +95,53 @@ async def _sync(service: PeerService, client: Client) -> SyncReport:
             f"{client.url} sent too many invalid events; not syncing with it for"
             f" {max(1, (until - now_ms()) // 1000)} s"
         )
-    extra: list[bytes] = []
-    if service.relay:
-        extra = [parse_entity(e) for e in await client.entities()]
-    scope = await service.run(service.scope, extra)
     since = await service.run(service.peer.store.last_position)
-    if not scope:
-        await client.info()  # nothing to reconcile: still prove the peer is there
-    for start in range(0, max(len(scope), 1), MAX_SCOPE):
-        chunk = scope[start : start + MAX_SCOPE]
-        if chunk:
-            await _sync_scope(service, client, chunk, report)
+    if not await _sync_keys(service, client, report):
+        # A peer without reconciliation version 2: version 1, the scope listed.
+        extra: list[bytes] = []
+        if service.relay:
+            extra = [parse_entity(e) for e in await client.entities()]
+        scope = await service.run(service.scope, extra)
+        if not scope:
+            await client.info()  # nothing to reconcile: still prove the peer is there
+        for start in range(0, max(len(scope), 1), MAX_SCOPE):
+            chunk = scope[start : start + MAX_SCOPE]
+            if chunk:
+                await _sync_scope(service, client, chunk, report)
     await _fetch_update_blobs(service, client, since, report)
     report.round_trips = client.requests
     report.bytes_sent, report.bytes_received = client.bytes_sent, client.bytes_received
     report.seconds = round(time.monotonic() - started, 3)
     return report
+
+
+async def _sync_keys(service: PeerService, client: Client, report: SyncReport) -> bool:
+    """Reconciliation version 2 over every entity in scope at once, then the
+    transfers; False (having changed nothing) if the peer does not serve it."""
+    session = await service.run(service.initiator)
+    message = await service.run(service.step, session, None)
+    if message is None:
+        await client.info()  # nothing to reconcile: still prove the peer is there
+        return True
+    inline: list[bytes] = []
+    while message is not None:
+        try:
+            reply, raws = await client.reconcile2(message)
+        except NotServed:
+            if session.rounds:
+                raise
+            return False
+        inline += raws
+        message = await service.run(service.step, session, reply)
+    need = [key[32:] for key in session.need]
+    if inline:
+        # Events the peer sent with its answers: the few it knew we lack.
+        results = await service.verify(inline)
+        _count(report, await service.run(service.store_verified, inline, results, client.url))
+        got = {r.id for r in results if isinstance(r, Event)}
+        need = [key for key in need if key not in got]
+    await _transfer(service, client, need, [key[32:] for key in session.have], report)
+    return True
 
 
 async def _sync_scope(
@@ -116,8 +152,17 @@ async def _sync_scope(
     message: bytes | None = session.initiate()
     while message is not None:
         message = session.receive(await client.reconcile(scope, message))
+    await _transfer(service, client, session.need, session.have, report)
 
-    need = session.need
+
+async def _transfer(
+    service: PeerService,
+    client: Client,
+    need: list[bytes],
+    have: list[bytes],
+    report: SyncReport,
+) -> None:
+    """Fetch ``need`` and push ``have``, parents first."""
     if len(need) > FETCH_BATCH:
         # Fetch parents before children, so nothing waits in the pending area.
         ordered: list[tuple[int, bytes]] = []
@@ -127,7 +172,6 @@ async def _sync_scope(
     await _fetch(service, client, need, report)
     await _fetch_missing_ancestors(service, client, report)
 
-    have = session.have
     if len(have) > FETCH_BATCH:
         # Parents before children here too, so nothing waits in the peer's pending area.
         have = [key for _, key in sorted(await service.run(service.peer.store.depths, have))]

@@ -29,6 +29,7 @@ import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
+from typing import Protocol
 
 import blake3
 
@@ -42,6 +43,7 @@ __all__ = [
     "MAX_IDS_PER_LIST",
     "MAX_MESSAGE_BYTES",
     "ItemSet",
+    "Items",
     "Range",
     "Reader",
     "Reconciler",
@@ -175,8 +177,32 @@ def decode_message(data: bytes) -> list[Range]:
 # -- the item set ----------------------------------------------------------------------
 
 
+class Items(Protocol):
+    """The item source of a session: sorted distinct 32-byte ids, addressed by
+    position (version 2 reads its keys from a store by bounds instead:
+    dizzy.protocol.reconcile2.KeySource)."""
+
+    def __len__(self) -> int: ...
+
+    def index(self, bound: bytes) -> int:
+        """Number of ids below ``bound``."""
+        ...
+
+    def fingerprint(self, lo: int, hi: int) -> bytes:
+        """The fingerprint of the ids at positions [lo, hi)."""
+        ...
+
+    def between(self, lo: int, hi: int) -> Sequence[bytes]:
+        """The ids at positions [lo, hi)."""
+        ...
+
+    def bound_between(self, i: int) -> bytes:
+        """The shortest bound above the id at i - 1 and at or below the one at i."""
+        ...
+
+
 class ItemSet:
-    """Sorted distinct ids with prefix sums for O(1) range fingerprints."""
+    """Sorted distinct ids with prefix sums for O(1) range fingerprints: the Items in memory."""
 
     def __init__(self, ids: Iterable[bytes]) -> None:
         self.ids = sorted(set(ids))
@@ -195,6 +221,9 @@ class ItemSet:
         total = (self._sums[hi] - self._sums[lo]) % _MOD
         digest = blake3.blake3(total.to_bytes(32, "little") + encode_varint(hi - lo)).digest()
         return digest[:FINGERPRINT_BYTES]
+
+    def between(self, lo: int, hi: int) -> list[bytes]:
+        return self.ids[lo:hi]
 
     def bound_between(self, i: int) -> bytes:
         """The shortest bound above ids[i-1] and at or below ids[i]."""
@@ -223,7 +252,7 @@ class Reconciler:
     """
 
     def __init__(
-        self, items: ItemSet, *, initiator: bool = False, frame_limit: int = FRAME_LIMIT
+        self, items: Items, *, initiator: bool = False, frame_limit: int = FRAME_LIMIT
     ) -> None:
         self.items = items
         self.initiator = initiator
@@ -259,7 +288,7 @@ class Reconciler:
                 deferred = -1
             elif r.mode == IDLIST and self.initiator:
                 # Taking in a list costs the answer nothing: always do it.
-                mine = items.ids[lo:hi]
+                mine = items.between(lo, hi)
                 theirs = set(r.ids)
                 self.have += [i for i in mine if i not in theirs]
                 ours = set(mine)
@@ -294,7 +323,7 @@ class Reconciler:
         items = self.items
         count = hi - lo
         if count <= IDLIST_THRESHOLD:
-            out.append(Range(upper, IDLIST, ids=tuple(items.ids[lo:hi])))
+            out.append(Range(upper, IDLIST, ids=tuple(items.between(lo, hi))))
             return
         start = lo
         for k in range(1, BRANCHING + 1):
@@ -311,7 +340,7 @@ class Reconciler:
         while True:
             end = min(hi, lo + LIST_CHUNK)
             bound = upper if end == hi else self.items.bound_between(end)
-            out.append(Range(bound, IDLIST, ids=tuple(self.items.ids[lo:end])))
+            out.append(Range(bound, IDLIST, ids=tuple(self.items.between(lo, end))))
             if end == hi:
                 return
             budget -= _range_size(out[-1])

@@ -3,6 +3,9 @@
 * reconcile request: ``varint(k) || k entity keys (32 bytes each) || message``
   — the scope (which entities' events are reconciled) and one reconciliation
   message (dizzy.protocol.reconcile);
+* reconcile2 answer: ``varint(n) || n bytes of message || event stream``
+  — the responder's message (dizzy.protocol.reconcile2) and at most
+  MAX_INLINE_EVENTS events the initiator lacks;
 * id lists: concatenated 32-byte event ids;
 * depth lists: ``depth (8 bytes big-endian) || id`` per event;
 * event streams: canonical events, one per line (``\\n`` after each).
@@ -15,11 +18,13 @@ from collections.abc import Iterable, Sequence
 from dizzy.protocol.errors import MalformedError, OversizeError
 from dizzy.protocol.event import MAX_EVENT_BYTES
 from dizzy.protocol.reconcile import MAX_MESSAGE_BYTES, Reader, encode_varint
+from dizzy.protocol.reconcile2 import MAX_INLINE_EVENTS
 
 __all__ = [
     "MAX_IDS_PER_REQUEST",
     "MAX_PUSH_BYTES",
     "MAX_PUSH_EVENTS",
+    "MAX_RECONCILE2_ANSWER",
     "MAX_RECONCILE_BYTES",
     "MAX_SCOPE",
     "EventStream",
@@ -27,10 +32,12 @@ __all__ = [
     "decode_events",
     "decode_ids",
     "decode_reconcile",
+    "decode_reconcile2_answer",
     "encode_depths",
     "encode_events",
     "encode_ids",
     "encode_reconcile",
+    "encode_reconcile2_answer",
 ]
 
 MAX_SCOPE = 4096
@@ -38,6 +45,8 @@ MAX_IDS_PER_REQUEST = 10_000
 MAX_PUSH_EVENTS = 10_000
 MAX_PUSH_BYTES = 16 * 1024 * 1024
 MAX_RECONCILE_BYTES = 8 + 32 * MAX_SCOPE + MAX_MESSAGE_BYTES
+# The largest answer to a reconcile2 request: a message and its inline events.
+MAX_RECONCILE2_ANSWER = 5 + MAX_MESSAGE_BYTES + MAX_INLINE_EVENTS * (MAX_EVENT_BYTES + 1)
 
 
 def encode_reconcile(scope: Sequence[bytes], message: bytes) -> bytes:
@@ -53,6 +62,20 @@ def decode_reconcile(body: bytes) -> tuple[list[bytes], bytes]:
         raise OversizeError(f"scope of {count} entities is over the limit of {MAX_SCOPE}")
     scope = [reader.take(32) for _ in range(count)]
     return scope, body[reader.pos :]
+
+
+def encode_reconcile2_answer(message: bytes, raws: Sequence[bytes]) -> bytes:
+    return encode_varint(len(message)) + message + encode_events(raws)
+
+
+def decode_reconcile2_answer(body: bytes) -> tuple[bytes, list[bytes]]:
+    """(message, raw events) of a reconcile2 answer; MalformedError or OversizeError."""
+    reader = Reader(body)
+    length = reader.varint()
+    if length > MAX_MESSAGE_BYTES:
+        raise OversizeError(f"reconciliation message over {MAX_MESSAGE_BYTES} bytes")
+    message = reader.take(length)
+    return message, decode_events(body[reader.pos :], limit=MAX_INLINE_EVENTS)
 
 
 def encode_ids(ids: Iterable[bytes]) -> bytes:

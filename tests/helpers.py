@@ -155,13 +155,15 @@ def tips(events: Iterable[Event]) -> dict[str, list[str]]:
 def assert_consistent(path: Path) -> None:
     """The invariants of a log, whatever happened to the processes writing it.
 
-    SQLite's own integrity check; heads are exactly the stored events that no
+    SQLite's own integrity check; the range sums agree with the offered
+    events; heads are exactly the stored events that no
     stored event of the entity names as a parent; every stored event's parents
     are stored; the pending area holds only events that still wait for
     something absent, and says what.
     """
     with Store(path) as store:
         assert store.integrity_check() == "ok"
+        assert store.check_sums() == []
     with sqlite3.connect(path) as db:
         rows = db.execute("SELECT id, entity, raw FROM events").fetchall()
         heads = db.execute("SELECT entity, id FROM heads").fetchall()

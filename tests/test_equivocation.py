@@ -29,6 +29,7 @@ def outcome(home: Path, entity: str) -> tuple[Any, ...]:
     with LocalPeer.open(home) as peer:
         info = peer.store.entity(entity)
         assert info is not None
+        assert peer.store.check_sums() == []  # all of a frozen entity is offered
         everything = sorted(e.event_id for e in peer.store.events(entity, invalid=True))
         return (
             info.genesis,

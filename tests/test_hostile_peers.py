@@ -31,9 +31,10 @@ from dizzy.peer.client import Client, ClientPool, Deadlines
 from dizzy.peer.datasets import FetchReport, fetch_manifest, fetch_tree, pick, share
 from dizzy.peer.service import PeerService
 from dizzy.peer.syncing import sync_and_record
-from dizzy.protocol import AnswerLimitError, TransportError
+from dizzy.protocol import AnswerLimitError, TransportError, parse_entity
 from dizzy.protocol.reconcile import ItemSet, Reconciler
-from dizzy.protocol.wire import decode_reconcile
+from dizzy.protocol.reconcile2 import KeySet, Reconciler2
+from dizzy.protocol.wire import decode_reconcile, encode_reconcile2_answer
 
 pytestmark = pytest.mark.slow
 
@@ -47,6 +48,8 @@ MEMORY_LIMIT_MB = 200
 QUICK = Deadlines(base_s=1.0, min_rate=64 * 1024, connect_s=5.0)
 _RNG = random.Random(1)
 IDS = sorted(_RNG.randbytes(32) for _ in range(500))  # what the fake peer offers
+FOLLOWED = genesis(ALICE, "followed").entity  # the entity of IDS, for version 2
+KEYS = [parse_entity(FOLLOWED) + i for i in IDS]
 
 
 # -- the fake peer -----------------------------------------------------------------------
@@ -60,7 +63,9 @@ def fake_peer(hostile: str, how: str, blobs: dict[str, bytes] | None = None) -> 
     * ``slow``: 1 byte a second;
     * ``announced``: a Content-Length of 1 TiB, then nothing.
 
-    Honest answers: reconciliation over IDS; the blobs of ``blobs``.
+    Honest answers: reconciliation over IDS (version 2: KEYS, no events sent
+    along; no version 2 at all when ``hostile`` is the version 1 route, so a
+    sync falls back to it); the blobs of ``blobs``.
     """
     blobs = blobs or {}
 
@@ -95,6 +100,12 @@ def fake_peer(hostile: str, how: str, blobs: dict[str, bytes] | None = None) -> 
         reply = Reconciler(ItemSet(IDS)).receive(message)
         return web.Response(body=reply, content_type="application/octet-stream")
 
+    async def reconcile2(request: web.Request) -> web.StreamResponse:
+        reply = Reconciler2(KeySet(KEYS)).receive(await request.read())
+        assert reply is not None
+        body = encode_reconcile2_answer(reply, [])
+        return web.Response(body=body, content_type="application/octet-stream")
+
     async def nothing(request: web.Request) -> web.StreamResponse:
         await request.read()
         return web.Response(body=b"", content_type="application/octet-stream")
@@ -107,6 +118,8 @@ def fake_peer(hostile: str, how: str, blobs: dict[str, bytes] | None = None) -> 
 
     app = web.Application()
     app.router.add_post("/v1/reconcile", route("reconcile", reconcile))
+    if hostile != "reconcile":
+        app.router.add_post("/v1/reconcile2", route("reconcile2", reconcile2))
     app.router.add_post("/v1/events/get", route("get", nothing))
     app.router.add_post("/v1/events/depths", route("depths", nothing))
     app.router.add_get("/v1/blobs/{blob}", route("blob", blob))
@@ -179,6 +192,7 @@ def strikes(home: Path) -> dict[str, int]:
 
 CALLS: dict[str, Callable[[Client], Awaitable[Any]]] = {
     "reconcile": lambda c: c.reconcile([], Reconciler(ItemSet([]), initiator=True).initiate()),
+    "reconcile2": lambda c: c.reconcile2(Reconciler2(KeySet([]), initiator=True).initiate() or b""),
     "get": lambda c: c.get_events(IDS),
     "depths": lambda c: c.depths(IDS),
     "blob": lambda c: c.blob("ab" * 32, lambda piece: None, size=4 << 20),
@@ -202,8 +216,9 @@ def test_every_answer_is_bounded_in_size_and_time(call: str, how: str) -> None:
         assert isinstance(error, AnswerLimitError), error
         assert error.url == url
     assert url in str(error)
-    # The caps: 384 KiB (reconcile), 32 MiB (500 event lines), 20,000 bytes
-    # (500 depths), 4 MiB (a chunk); reading goes a piece past them at most.
+    # The caps: 384 KiB (reconcile), 4.4 MiB (reconcile2: a message and 64
+    # events), 32 MiB (500 event lines), 20,000 bytes (500 depths), 4 MiB (a
+    # chunk); reading goes a piece past them at most.
     assert peak_mb < 40, f"{peak_mb:.1f} MB traced"
     assert seconds < 10, f"{seconds:.1f} s"
     if how == "slow":
@@ -213,13 +228,13 @@ def test_every_answer_is_bounded_in_size_and_time(call: str, how: str) -> None:
 # -- a sync --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("hostile", ["reconcile", "get"])
+@pytest.mark.parametrize("hostile", ["reconcile", "reconcile2", "get"])
 def test_dizzy_sync_with_an_endless_answer_stops_at_the_cap_with_a_strike(
     tmp_path: Path, hostile: str
 ) -> None:
     home = make_home(tmp_path / "b")
     with LocalPeer.open(home) as peer:
-        peer.store.follow(genesis(ALICE, "followed").entity)
+        peer.store.follow(FOLLOWED)
     with serving(fake_peer(hostile, "endless")) as url:
         run = run_dizzy(home, "sync", url)
     print(f"dizzy sync, endless {hostile}: {run.peak_mb:.0f} MB peak, {run.seconds:.1f} s", run.out)
@@ -234,7 +249,7 @@ def test_a_sync_with_a_peer_trickling_bytes_ends_at_its_deadline_with_a_strike(
 ) -> None:
     home = make_home(tmp_path / "b")
     with LocalPeer.open(home) as peer:
-        peer.store.follow(genesis(ALICE, "followed").entity)
+        peer.store.follow(FOLLOWED)
 
         async def sync(url: str) -> Any:
             service = PeerService(peer)

@@ -16,7 +16,7 @@ from dizzy.peer import Store
 from dizzy.peer.records import Records
 from dizzy.peer.sources import REFUSE_AT
 from dizzy.peer.sqlite import SQLiteRecords
-from dizzy.protocol import ConcurrencyError, NotFoundError, parse_entity
+from dizzy.protocol import KEYS_END, ConcurrencyError, KeySet, NotFoundError, parse_entity
 
 OWNER, ADA, BOB = agent("owner"), agent("ada"), agent("bob")
 
@@ -171,6 +171,31 @@ def test_id_sets_raw_events_and_depths_for_peers(store: Store) -> None:
     assert sorted(store.depths([events[2].id, b"\0" * 32])) == [(2, events[2].id)]
     assert store.follow(g.entity) and not store.follow(g.entity)
     assert store.with_ancestors([events[-1].event_id]) == events
+
+
+def test_the_offered_keys_and_their_sums_follow_every_write(store: Store) -> None:
+    """Reconciliation version 2 reads the range sums: the keys they give are the
+    offered events, through appends, ingests and verdicts that change."""
+    g = genesis(OWNER, "summed")
+    allow = grant(OWNER, [g], BOB)
+    by_bob = child(BOB, [allow], {"n": 1})
+    intruder = child(ADA, [g], {})
+    mine = store.create_entity(OWNER, "doc", None, seed=b"s" * 32, clock=1)
+    store.append_many(OWNER, mine.entity, [("n", {"i": i}) for i in range(40)], clock=2)
+    store.ingest([g, allow, by_bob, intruder], source="peer")
+    store.ingest([revoke(OWNER, [allow], BOB)], source="peer")  # by_bob revoked: still offered
+
+    offered = {parse_entity(e.entity) + e.id for e in [*store.events(mine.entity)]}
+    offered |= {parse_entity(g.entity) + i for i in store.event_ids([parse_entity(g.entity)])}
+    assert parse_entity(g.entity) + by_bob.id in offered
+    assert parse_entity(g.entity) + intruder.id not in offered
+    assert store.check_sums() == []
+    with store.reading():
+        source = store.key_source()
+        assert set(source.keys(0, KEYS_END)) == offered
+        assert source.summary(0, KEYS_END) == KeySet(offered).summary(0, KEYS_END)
+        scope = store.follow_scope()
+        assert scope.covers(parse_entity(mine.entity)) and not scope.covers(parse_entity(g.entity))
 
 
 # -- peers and sources -----------------------------------------------------------------

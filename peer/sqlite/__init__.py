@@ -20,12 +20,13 @@ from dizzy.peer.sqlite.log import LogRows
 from dizzy.peer.sqlite.peers import PeerRows
 from dizzy.peer.sqlite.pending import PendingRows
 from dizzy.peer.sqlite.replication import ReplicationRows
+from dizzy.peer.sqlite.sums import SumRows
 from dizzy.protocol import StoreError, UsageError
 
 __all__ = ["SQLiteRecords"]
 
 
-class SQLiteRecords(LogRows, PendingRows, ReplicationRows, PeerRows, FeedRows):
+class SQLiteRecords(LogRows, PendingRows, ReplicationRows, SumRows, PeerRows, FeedRows):
     """The log in one SQLite file (WAL mode). One thread at a time per instance."""
 
     def __init__(self, path: Path) -> None:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dizzy.peer.migrations import migrate
+from dizzy.peer.migrations import migrate, register_functions
 from dizzy.protocol import StoreError
 
 __all__ = ["BUSY_TIMEOUT_S", "connect", "in_chunks", "translated"]
@@ -45,6 +45,7 @@ def connect(path: Path) -> sqlite3.Connection:
             db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             db.execute("PRAGMA foreign_keys=ON")
+            register_functions(db)  # the range sums' arithmetic (peer/sqlite/sums.py)
             migrate(db)
         except BaseException:
             db.close()

@@ -11,6 +11,7 @@ import orjson
 
 from dizzy.peer.reports import EntityInfo
 from dizzy.peer.sqlite.connection import in_chunks
+from dizzy.peer.sqlite.sums import add_offered, verdict_moves, withheld
 from dizzy.protocol import Event, agent_id, entity_id, event_id, parse_agent, parse_entity
 
 __all__ = ["LogRows"]
@@ -68,6 +69,8 @@ class LogRows:
             " WHERE e.entity=? AND (v.id IS NULL OR v.reason != 'equivocation' OR v.detail != ?)",
             (entity, detail),
         ).fetchall()
+        for row in rows:
+            verdict_moves(self.db, row[0], "equivocation")
         self.db.executemany(
             "INSERT OR REPLACE INTO verdicts VALUES (?, ?, 'equivocation', ?, ?)",
             [(r[0], entity, detail, now) for r in rows],
@@ -116,12 +119,13 @@ class LogRows:
         per_insert = min(
             _ROWS_PER_INSERT, self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 10
         )
+        keys = {name: parse_entity(name) for name in {e.entity for e in events}}
         values = [
             value
             for e, frontier in zip(events, frontiers, strict=True)
             for value in (
                 e.id,
-                parse_entity(e.entity),
+                keys[e.entity],
                 parse_agent(e.author),
                 e.type,
                 e.depth,
@@ -147,6 +151,11 @@ class LogRows:
         if not types <= self.types_written:
             self.db.executemany("INSERT OR IGNORE INTO entity_types VALUES (?, ?)", types)
             self.types_written |= types
+        # The range sums move in the same transaction. An event judged invalid
+        # before it was stored (admission puts its verdict first) is left out;
+        # events made here (no source) are judged before they are signed.
+        held_back = withheld(self.db, [e.id for e in events]) if source is not None else set()
+        add_offered(self.db, ((keys[e.entity], e.id) for e in events if e.id not in held_back), 1)
 
     def existing(self, ids: Sequence[bytes]) -> set[bytes]:
         return {
@@ -219,11 +228,13 @@ class LogRows:
         return {k: (reason, detail) for k, reason, detail in rows}
 
     def put_verdict(self, event: bytes, entity: bytes, why: tuple[str, str], now: int) -> None:
+        verdict_moves(self.db, event, why[0])
         self.db.execute(
             "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?)", (event, entity, *why, now)
         )
 
     def drop_verdict(self, event: bytes) -> None:
+        verdict_moves(self.db, event, None)
         self.db.execute("DELETE FROM verdicts WHERE id=?", (event,))
 
     # -- reads -------------------------------------------------------------------
