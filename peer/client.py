@@ -188,14 +188,17 @@ class Client:
                 self._pool.http.request(method, where, data=body, headers=headers) as answer,
             ):
                 if answer.status != (206 if first else 200):
+                    fault = NotServed if answer.status == 404 else TransportError
                     if not answer.content_type.startswith("application/json"):
-                        # dizzy answers every error in JSON: this is something else.
-                        raise TransportError(
+                        # dizzy answers every error in JSON: this is something else,
+                        # or a peer older than a route (its HTTP layer answered the
+                        # 404), which is why a 404 is still NotServed: the caller
+                        # may fall back to an older route, or report this.
+                        raise fault(
                             f"{self.url} is not a dizzy peer (HTTP {answer.status},"
                             f" {answer.content_type or 'no content type'}, for {path})"
                         )
                     reason = await _reason(answer)
-                    fault = NotServed if answer.status == 404 else TransportError
                     raise fault(f"{where}: HTTP {answer.status} {reason}".rstrip())
                 given = answer.headers.get("Content-Range", "")
                 if first and not given.startswith(f"bytes {first}-"):
