@@ -32,7 +32,7 @@ from dizzy.peer.client import ClientPool
 from dizzy.peer.clock import now_ms
 from dizzy.peer.feed import FeedWaiter
 from dizzy.peer.local import LocalPeer
-from dizzy.peer.server import make_app
+from dizzy.peer.server import HEADER_TIMEOUT_S, make_app
 from dizzy.peer.service import PeerService
 from dizzy.peer.store import Store
 from dizzy.peer.syncing import DEFAULT_INTERVAL_S, MAX_BACKOFF_S, sync_and_record
@@ -51,7 +51,6 @@ __all__ = [
 log = logging.getLogger("dizzy.peer")
 # aiohttp closes a connection whose next request head has not fully arrived
 # within its keep-alive timeout: this is the header and idle timeout.
-HEADER_TIMEOUT_S = 15.0
 DEBOUNCE_S = 0.05  # wait after a commit before syncing, so a burst costs one round
 LIVE_POLL_S = 0.02  # how often the feed watcher looks for other connections' commits
 # Something to run beside the server, in a thread of its own, until the event it
@@ -83,7 +82,7 @@ async def serve(
     in a thread until the daemon stops; one that fails stops the daemon."""
     service = PeerService(peer, relay=relay)
     runner = web.AppRunner(
-        make_app(service),
+        make_app(service, header_timeout=header_timeout),
         access_log=None,
         handler_cancellation=True,
         keepalive_timeout=header_timeout,

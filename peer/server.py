@@ -11,6 +11,7 @@ from importlib.metadata import version
 
 from aiohttp import hdrs, web
 
+from dizzy.peer.admission import MAX_PENDING, PENDING_PER_SOURCE, PENDING_TTL_MS
 from dizzy.peer.client import AGENT_HEADER
 from dizzy.peer.clock import now_ms
 from dizzy.peer.service import PeerService
@@ -18,6 +19,7 @@ from dizzy.protocol import (
     FRAME_LIMIT,
     MAX_EVENT_BYTES,
     MAX_IDS_PER_REQUEST,
+    MAX_INLINE_EVENTS,
     MAX_MESSAGE_BYTES,
     MAX_PUSH_BYTES,
     MAX_PUSH_EVENTS,
@@ -37,15 +39,17 @@ from dizzy.protocol import (
     parse_agent,
 )
 
-__all__ = ["make_app"]
+__all__ = ["HEADER_TIMEOUT_S", "make_app"]
 
 log = logging.getLogger("dizzy.peer")
-# A body must arrive within this time (16 MiB at 140 KB/s); the request head
-# within the keep-alive timeout set in daemon.py.
+# A body must arrive within this time (16 MiB at 140 KB/s); the request head,
+# and the idle time between requests, within the runner's keep-alive timeout.
 BODY_TIMEOUT_S = 120.0
+HEADER_TIMEOUT_S = 15.0
 THROTTLE_DELAY_S = 2.0  # added to every request of a throttled source
 SERVICE = web.AppKey("service", PeerService)
 BODY_TIMEOUT = web.AppKey("body_timeout", float)
+HEADER_TIMEOUT = web.AppKey("header_timeout", float)
 _OCTETS = {"Content-Type": "application/octet-stream"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The reason code of an error aiohttp raises itself (an unknown path, a body
@@ -168,6 +172,13 @@ async def info(request: web.Request) -> web.Response:
                 "ids_per_request": MAX_IDS_PER_REQUEST,
                 "push_events": MAX_PUSH_EVENTS,
                 "push_bytes": MAX_PUSH_BYTES,
+                "reconcile2_bytes": MAX_MESSAGE_BYTES,
+                "reconcile2_events": MAX_INLINE_EVENTS,
+                "pending": MAX_PENDING,
+                "pending_per_source": PENDING_PER_SOURCE,
+                "pending_ttl_s": PENDING_TTL_MS // 1000,
+                "header_timeout_s": request.app[HEADER_TIMEOUT],
+                "body_timeout_s": request.app[BODY_TIMEOUT],
             },
         }
     )
@@ -301,10 +312,18 @@ def _span(header: str | None, size: int) -> tuple[int, int] | None:
     return start, min(int(last) + 1, size) if last else size
 
 
-def make_app(service: PeerService, *, body_timeout: float = BODY_TIMEOUT_S) -> web.Application:
+def make_app(
+    service: PeerService,
+    *,
+    body_timeout: float = BODY_TIMEOUT_S,
+    header_timeout: float = HEADER_TIMEOUT_S,
+) -> web.Application:
+    """The API; ``header_timeout`` is the keep-alive the runner is given, reported
+    in /v1/info."""
     app = web.Application(middlewares=[_errors, _throttle], client_max_size=MAX_PUSH_BYTES + 1024)
     app[SERVICE] = service
     app[BODY_TIMEOUT] = body_timeout
+    app[HEADER_TIMEOUT] = header_timeout
     app.router.add_get("/v1/info", info)
     app.router.add_get("/v1/entities", entities)
     app.router.add_post("/v1/reconcile", reconcile)

@@ -167,6 +167,17 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield Served(daemon, home, held, pushed, blob)
 
 
+def test_info_reports_every_limit_the_protocol_document_lists(served: Served) -> None:
+    limits = request(served.daemon.port, "GET", "/v1/info").json()["limits"]
+    assert limits["header_timeout_s"] == HEADER_TIMEOUT_S  # as this daemon was started
+    assert limits["pending"] == 100_000 and limits["push_bytes"] == MAX_PUSH_BYTES
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    table = doc[doc.index("| limit | value | `/v1/info` key |") :]
+    table = table[: table.index("\n\n")]
+    keys = [row.rsplit("|", 2)[1].strip().strip("`") for row in table.splitlines()[2:]]
+    assert sorted(keys) == sorted(limits)
+
+
 # -- sizes -----------------------------------------------------------------------------
 
 
