@@ -9,7 +9,6 @@ import click
 from dizzy.cli.common import common
 from dizzy.cli.output import Output, table, when
 from dizzy.peer import LocalPeer
-from dizzy.peer.documents import excluded_updates
 from dizzy.protocol import DOC_UPDATE, NotFoundError
 
 __all__ = ["grant", "members", "quarantine", "revoke"]
@@ -108,7 +107,7 @@ def quarantine_list(peer: LocalPeer, out: Output, entity: str | None) -> None:
     rows = peer.store.quarantine()
     if entity is not None:
         rows = [r for r in rows if r["entity"] == entity]
-    rows += excluded_updates(peer, entity)  # valid, but kept out of their document
+    rows += _excluded_updates(peer, entity)  # valid, but kept out of their document
     out.emit(rows, table(map(_row, rows)) if rows else "nothing in quarantine")
 
 
@@ -125,7 +124,7 @@ def quarantine_why(peer: LocalPeer, out: Output, event: str) -> None:
     rows = peer.store.quarantine(event)
     found = peer.store.get(event) if not rows else None
     if found is not None and found.type == DOC_UPDATE:
-        rows = [r for r in excluded_updates(peer, found.entity) if r["id"] == event]
+        rows = [r for r in _excluded_updates(peer, found.entity) if r["id"] == event]
     if not rows:
         raise NotFoundError(f"{event} is not in quarantine")
     out.emit(
@@ -136,3 +135,10 @@ def quarantine_why(peer: LocalPeer, out: Output, event: str) -> None:
             for r in rows
         ],
     )
+
+
+def _excluded_updates(peer: LocalPeer, entity: str | None) -> list[dict[str, Any]]:
+    # Imported here: documents import the CRDT library, which no other command needs.
+    from dizzy.peer.documents import excluded_updates
+
+    return excluded_updates(peer, entity)

@@ -28,26 +28,49 @@ class DizzyGroup(click.Group):
     """Turns every DizzyError into one line on stderr and exit status 1.
 
     A command can also be registered by where it is (``add_lazy``): its module
-    is imported when the command runs or is listed. The commands that talk to
-    peers import aiohttp, about a quarter of a second at every start that the
-    others need not pay (`dizzy log` prints its first line sooner).
+    is imported when the command runs. The commands that talk to peers import
+    aiohttp, about a quarter of a second at every start that the others need
+    not pay (`dizzy log` prints its first line sooner); so that `dizzy --help`
+    does not pay it either, a lazy command's one-line help is given with it
+    (tests/test_cli.py checks it against the command's own).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.lazy: dict[str, str] = {}  # command name -> "module:attribute"
+        self.lazy: dict[str, tuple[str, str]] = {}  # name -> ("module:attribute", help)
 
-    def add_lazy(self, name: str, where: str) -> None:
-        self.lazy[name] = where
+    def add_lazy(self, name: str, where: str, short_help: str) -> None:
+        self.lazy[name] = (where, short_help)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*self.commands, *self.lazy})
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.lazy and name not in self.commands:
-            module, attribute = self.lazy[name].split(":")
+            module, attribute = self.lazy[name][0].split(":")
             self.add_command(getattr(importlib.import_module(module), attribute), name)
         return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        shown = [
+            n
+            for n in self.list_commands(ctx)
+            if n not in self.commands or not self.commands[n].hidden
+        ]
+        if not shown:
+            return
+        limit = formatter.width - 6 - max(map(len, shown))
+        rows = [
+            (
+                name,
+                self.commands[name].get_short_help_str(limit)
+                if name in self.commands
+                else click.Command(name, help=self.lazy[name][1]).get_short_help_str(limit),
+            )
+            for name in shown
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -52,17 +52,53 @@ app.add_command(access.revoke)
 app.add_command(access.members)
 app.add_command(access.quarantine)
 # other peers (imported when used: they import aiohttp)
-app.add_lazy("peer", "dizzy.cli.network:peer_group")
-app.add_lazy("sync", "dizzy.cli.network:sync")
-app.add_lazy("follow", "dizzy.cli.network:follow")
+app.add_lazy(
+    "peer",
+    "dizzy.cli.network:peer_group",
+    "Run the peer daemon and manage the peers it syncs with.",
+)
+app.add_lazy("sync", "dizzy.cli.network:sync", "Sync now with every known peer, or with URL only.")
+app.add_lazy(
+    "follow",
+    "dizzy.cli.network:follow",
+    "Replicate ENTITY from now on (its events come with the next sync).",
+)
 app.add_command(bundles.bundle)
 # datasets (docs/files.md)
-app.add_lazy("share", "dizzy.cli.files:share_cmd")
-app.add_lazy("versions", "dizzy.cli.files:versions_cmd")
-app.add_lazy("ls", "dizzy.cli.files:ls_cmd")
-app.add_lazy("fetch", "dizzy.cli.files:fetch_cmd")
+app.add_lazy(
+    "share",
+    "dizzy.cli.files:share_cmd",
+    "Share a file or folder as a dataset: chunk it, sign a version; print the entity id.",
+)
+app.add_lazy(
+    "versions",
+    "dizzy.cli.files:versions_cmd",
+    "List the versions of a dataset: number, date, author, files, size, message.",
+)
+app.add_lazy(
+    "ls",
+    "dizzy.cli.files:ls_cmd",
+    "List the files of a dataset version and their sizes (its manifest must be here).",
+)
+app.add_lazy(
+    "fetch",
+    "dizzy.cli.files:fetch_cmd",
+    "Fetch a dataset version into a folder, verified against its signed events.",
+)
 # flows: handlers and projections over the log (docs/flows.md)
-app.add_lazy("flow", "dizzy.cli.flow:flow_group")
-app.add_lazy("prov", "dizzy.cli.provenance:prov")
+app.add_lazy(
+    "flow",
+    "dizzy.cli.flow:flow_group",
+    "Run flows: handlers and projections over this home's events.",
+)
+app.add_lazy(
+    "prov",
+    "dizzy.cli.provenance:prov",
+    "Walk back from EVENT to its origins through the causes flows signed.",
+)
 # documents (docs/documents.md)
-app.add_lazy("doc", "dizzy.cli.documents:doc")
+app.add_lazy(
+    "doc",
+    "dizzy.cli.documents:doc",
+    "Shared documents: a JSON object that several agents edit, even offline.",
+)

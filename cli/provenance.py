@@ -29,8 +29,9 @@ __all__ = ["prov"]
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
 @common
 def prov(peer: LocalPeer, out: Output, event: str, format_: str, output: Path | None) -> None:
-    """Walk back from EVENT to its origins through the causes flows signed into
-    each event: events are PROV entities, handler runs activities, agents ag_ ids.
+    """Walk back from EVENT to its origins through the causes flows signed.
+
+    Events are PROV entities, handler runs activities, agents ag_ ids.
 
     \b
     Examples:

@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dizzy.peer.documents import update_blobs
 from dizzy.peer.local import LocalPeer
 from dizzy.peer.store import IngestReport, Rejection
 from dizzy.protocol import (
@@ -31,6 +30,7 @@ from dizzy.protocol import (
     event_id,
     parse_bundle,
     parse_entity,
+    update_blobs,
 )
 
 __all__ = ["BundleExport", "BundleImport", "export_bundle", "import_bundle"]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import bisect
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +78,7 @@ from dizzy.protocol import (
     parse_agent,
     parse_entity,
     parse_event,
+    update_blobs,
     update_data,
 )
 
@@ -90,7 +91,6 @@ __all__ = [
     "excluded_updates",
     "missing_update_blobs",
     "open_document",
-    "update_blobs",
 ]
 
 log = logging.getLogger("dizzy.peer")
@@ -223,22 +223,6 @@ def excluded_updates(peer: LocalPeer, entity: str | None = None) -> list[dict[st
                 }
             )
     return rows
-
-
-def update_blobs(events: Iterable[Event]) -> dict[str, int]:
-    """Blob id -> size of the updates the ``doc.update`` events among ``events`` carry
-    in a blob (docs/documents.md#size); malformed data names none."""
-    found: dict[str, int] = {}
-    for event in events:
-        if event.type == DOC_UPDATE and "blob" in event.body.data:
-            try:
-                ref = decode_update_data(event.body.data)
-            except RemoteError:
-                continue
-            if ref.blob is not None:
-                found[ref.blob] = ref.size
-        # an inline update names no blob
-    return found
 
 
 def missing_update_blobs(peer: LocalPeer, since: int) -> dict[str, int]:

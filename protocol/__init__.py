@@ -20,6 +20,7 @@ from dizzy.protocol.documents import (
     check_peers,
     decode_update_data,
     doc_peer_id,
+    update_blobs,
     update_data,
 )
 from dizzy.protocol.errors import (
@@ -250,6 +251,7 @@ __all__ = [
     "safe_path",
     "sign_event",
     "unsafe_paths",
+    "update_blobs",
     "update_data",
     "verify_entity",
     "verify_proof",

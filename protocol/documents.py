@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import blake3
 
 from dizzy.protocol.errors import MalformedError, RemoteError
 from dizzy.protocol.ids import parse_agent
 from dizzy.protocol.manifest import check_blob_id
+
+if TYPE_CHECKING:
+    from dizzy.protocol.event import Event
 
 __all__ = [
     "DOC_KIND",
@@ -39,6 +42,7 @@ __all__ = [
     "check_peers",
     "decode_update_data",
     "doc_peer_id",
+    "update_blobs",
     "update_data",
 ]
 
@@ -132,3 +136,19 @@ def check_peers(spans: Mapping[int, tuple[int, int]], author: str) -> None:
 
 def _malformed(detail: str) -> MalformedError:
     return MalformedError(f"doc.update: {detail}", reason="doc_malformed")
+
+
+def update_blobs(events: Iterable[Event]) -> dict[str, int]:
+    """Blob id -> size of the updates the ``doc.update`` events among ``events`` carry
+    in a blob (docs/documents.md#size); malformed data names none."""
+    found: dict[str, int] = {}
+    for event in events:
+        if event.type == DOC_UPDATE and "blob" in event.body.data:
+            try:
+                ref = decode_update_data(event.body.data)
+            except RemoteError:
+                continue
+            if ref.blob is not None:
+                found[ref.blob] = ref.size
+        # an inline update names no blob
+    return found

@@ -319,6 +319,32 @@ def test_help_lists_every_command(group: str) -> None:
     assert _listed(result.stdout) == COMMANDS[group]
 
 
+def test_help_and_local_commands_do_not_import_the_http_stack() -> None:
+    # `dizzy --help` lists the lazy commands by the help given with them, so it
+    # imports none of their modules; neither does a command with no network.
+    probe = (
+        "import sys\n"
+        "from dizzy.cli.main import app\n"
+        "for argv in (['--help'], ['id', '--help'], ['log', '--help']):\n"
+        "    try:\n"
+        "        app(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in ('aiohttp', 'loro', 'rich.progress') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_the_help_given_with_a_lazy_command_is_its_own() -> None:
+    ctx = click.Context(app)
+    for name, (_, short_help) in app.lazy.items():
+        command = app.get_command(ctx, name)
+        assert command is not None
+        assert command.get_short_help_str(200) == short_help, name
+
+
 def _column(line: str, text: str) -> int:
     """Where ``text`` starts in ``line``, in terminal cells (a wide character is two)."""
     return cell_len(line[: line.index(text)])
