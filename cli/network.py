@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from dizzy.cli.common import check_url, common
+from dizzy.cli.common import ENTITY, check_url, common
 from dizzy.cli.output import Output, table, when
 from dizzy.flow import Runner
 from dizzy.flow.loader import load_flows
@@ -204,7 +204,7 @@ def sync(peer: LocalPeer, out: Output, url: str | None) -> None:
 
 
 @click.command()
-@click.argument("entity")
+@click.argument("entity", type=ENTITY)
 @common
 def follow(peer: LocalPeer, out: Output, entity: str) -> None:
     """Replicate ENTITY from now on (its events come with the next sync).

@@ -9,7 +9,7 @@ from typing import Any
 import click
 import orjson
 
-from dizzy.cli.common import common
+from dizzy.cli.common import ENTITY, ENTITY_OR_EVENT, EVENT, common
 from dizzy.cli.output import JSONArray, Output, Stream
 from dizzy.peer import LocalPeer
 from dizzy.protocol import PERMISSION_REASONS, Summary, UsageError, Verdict, verify_proof
@@ -93,7 +93,7 @@ def _verdict_text(v: Verdict) -> str:
 
 
 @click.command()
-@click.argument("entity", required=False)
+@click.argument("entity", type=ENTITY_OR_EVENT, required=False)
 @click.option(
     "--proof",
     "proof_file",
@@ -137,7 +137,7 @@ def verify(peer: LocalPeer, out: Output, entity: str | None, proof_file: Path | 
 
 
 @click.command()
-@click.argument("entity")
+@click.argument("entity", type=ENTITY)
 @click.option(
     "-o",
     "--output",
@@ -148,6 +148,7 @@ def verify(peer: LocalPeer, out: Output, entity: str | None, proof_file: Path | 
 @click.option(
     "--event",
     "events",
+    type=EVENT,
     multiple=True,
     help="Prove these events (repeatable; default: all). Their causal past is included.",
 )

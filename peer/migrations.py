@@ -325,6 +325,33 @@ MIGRATIONS: list[Migration] = [
             """,
         ),
     ),
+    Migration(
+        "0009_petnames_and_agents",
+        (
+            """
+            -- This home's own names for entities (`dizzy entity name`): local,
+            -- never sent to peers. A name names one entity; an entity may have several.
+            CREATE TABLE petnames (
+                name   TEXT PRIMARY KEY,
+                entity BLOB NOT NULL
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX petnames_by_entity ON petnames (entity)",
+            """
+            -- Every agent that authored a stored event, by key: a shortened ag_ id
+            -- is a range of this key (docs/architecture.md#shortened-ids), found
+            -- without reading events, whose author column has no index.
+            CREATE TABLE agents (id BLOB PRIMARY KEY) WITHOUT ROWID
+            """,
+            "INSERT INTO agents SELECT DISTINCT author FROM events",
+            """
+            -- Kept by the database itself: every path that stores an event adds its author.
+            CREATE TRIGGER events_add_agent AFTER INSERT ON events BEGIN
+                INSERT OR IGNORE INTO agents VALUES (NEW.author);
+            END
+            """,
+        ),
+    ),
 ]
 
 

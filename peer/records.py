@@ -295,3 +295,29 @@ class Records(Protocol):
     def changes_after(
         self, position: int, limit: int, types: Sequence[str] | None = None
     ) -> list[Change]: ...
+
+    def invalidated_after(
+        self, position: int, author: bytes
+    ) -> list[tuple[bytes, bytes, str, str, str]]:
+        """(event, entity, type, reason, detail) of ``author``'s events that the feed
+        invalidated after ``position`` and that are invalid still, in feed order."""
+        ...
+
+    # -- shortened ids and petnames (docs/architecture.md#shortened-ids) --------------
+
+    def keys_between(self, kind: str, lo: bytes, hi: bytes, limit: int) -> list[bytes]:
+        """Up to ``limit`` known keys of ``kind`` ("entity": held or followed, "event":
+        stored, "agent": authors of stored events) from ``lo`` to ``hi`` included, in order."""
+        ...
+
+    def petname(self, name: str) -> bytes | None: ...
+
+    def petnames(self) -> list[tuple[str, bytes]]:
+        """(name, entity) of every petname, by name."""
+        ...
+
+    def set_petname(self, name: str, entity: bytes) -> None:
+        """Add a name (inside a transaction); the caller has checked it is free."""
+        ...
+
+    def remove_petname(self, name: str) -> bool: ...

@@ -39,9 +39,12 @@ from dizzy.protocol import (
     Keypair,
     NotFoundError,
     RemoteError,
+    UsageError,
     agent_id,
     decode_event,
+    entity_id,
     event_id,
+    parse_agent,
     parse_entity,
     parse_event,
 )
@@ -426,3 +429,61 @@ class Store:
     def peers(self) -> list[dict[str, Any]]:
         with self.records.reading():
             return self.records.peers()
+
+    # -- shortened ids and petnames (dizzy.peer.names) -------------------------------
+
+    def ids_between(self, kind: str, lo: bytes, hi: bytes, limit: int) -> list[bytes]:
+        """Up to ``limit`` known keys of ``kind`` (entity, event, agent) in [lo, hi]."""
+        with self.records.reading():
+            return self.records.keys_between(kind, lo, hi, limit)
+
+    def petname(self, name: str) -> str | None:
+        """The entity ``name`` names here, or None."""
+        with self.records.reading():
+            found = self.records.petname(name)
+        return entity_id(found) if found is not None else None
+
+    def petnames(self) -> dict[str, list[str]]:
+        """Entity -> its petnames, sorted."""
+        names: dict[str, list[str]] = {}
+        with self.records.reading():
+            rows = self.records.petnames()
+        for name, key in rows:
+            names.setdefault(entity_id(key), []).append(name)
+        return names
+
+    def set_petname(self, name: str, entity: str) -> bool:
+        """Name ``entity`` ``name`` here; False if it had that name already,
+        UsageError if the name is another entity's."""
+        key = parse_entity(entity)
+        with self.records.transaction():
+            taken = self.records.petname(name)
+            if taken == key:
+                return False
+            if taken is not None:
+                raise UsageError(
+                    f"{name!r} already names {entity_id(taken)}: remove that name first"
+                    f" (dizzy entity name --remove {name})"
+                )
+            self.records.set_petname(name, key)
+            return True
+
+    def remove_petname(self, name: str) -> bool:
+        with self.records.transaction():
+            return self.records.remove_petname(name)
+
+    def invalidated_after(self, position: int, agent: str) -> list[dict[str, str]]:
+        """``agent``'s events invalidated after feed ``position`` and invalid still:
+        id, entity, type, reason, detail (what a sync cost a revoked writer)."""
+        with self.records.reading():
+            rows = self.records.invalidated_after(position, parse_agent(agent))
+        return [
+            {
+                "id": event_id(e),
+                "entity": entity_id(n),
+                "type": t,
+                "reason": reason,
+                "detail": detail,
+            }
+            for e, n, t, reason, detail in rows
+        ]

@@ -17,6 +17,7 @@ from dizzy.peer.migrations import Component, drop, migrate
 from dizzy.peer.sqlite.connection import connect, translated
 from dizzy.peer.sqlite.feed import FeedRows
 from dizzy.peer.sqlite.log import LogRows
+from dizzy.peer.sqlite.names import NameRows
 from dizzy.peer.sqlite.peers import PeerRows
 from dizzy.peer.sqlite.pending import PendingRows
 from dizzy.peer.sqlite.replication import ReplicationRows
@@ -26,7 +27,7 @@ from dizzy.protocol import StoreError, UsageError
 __all__ = ["SQLiteRecords"]
 
 
-class SQLiteRecords(LogRows, PendingRows, ReplicationRows, SumRows, PeerRows, FeedRows):
+class SQLiteRecords(LogRows, PendingRows, ReplicationRows, SumRows, PeerRows, FeedRows, NameRows):
     """The log in one SQLite file (WAL mode). One thread at a time per instance."""
 
     def __init__(self, path: Path) -> None:
