@@ -21,7 +21,7 @@ from dizzy.cli.output import (
 )
 from dizzy.peer import LocalPeer
 from dizzy.peer.names import check_petname
-from dizzy.protocol import NotFoundError, UsageError, event_ids
+from dizzy.protocol import NotFoundError, RemoteError, UsageError, check_events, event_ids
 
 __all__ = [
     "append",
@@ -274,14 +274,33 @@ def show(peer: LocalPeer, out: Output, event: str) -> None:
       dizzy show ev_…
     """
     e = peer.show(event)
+    checked = check_events([e.raw])[0]
+    if isinstance(checked, RemoteError):
+        signature = {"ok": False, "reason": checked.reason, "detail": str(checked)}
+    elif checked.id != e.id:  # cannot happen unless the stored row was altered
+        signature = {"ok": False, "reason": "bad_id", "detail": "the bytes have another id"}
+    else:
+        signature = {"ok": True, "reason": "ok", "detail": ""}
+    held = peer.store.verdicts(e.entity).get(e.event_id)
     text = [
         f"id       {e.event_id}",
         f"entity   {e.entity}",
         f"author   {e.author}",
+        "signed   "
+        + (
+            "yes: the author's signature verifies and the id matches the bytes"
+            if signature["ok"]
+            else f"NO: the signature does not verify: {signature['reason']}: {signature['detail']}"
+        ),
         f"type     {e.type}",
         f"depth    {e.depth}",
         f"clock    {when(e.body.clock)} ({e.body.clock})",
         "parents  " + ("\n         ".join(e.parents) or "none (genesis)"),
         "data     " + json.dumps(e.body.data, indent=2, ensure_ascii=False).replace("\n", "\n  "),
     ]
-    out.emit(e.to_json(), text)
+    if held is not None:
+        text.insert(4, f"status   INVALID: {held[0]}: {held[1]}")
+    view = {**e.to_json(), "signature": signature}
+    if held is not None:
+        view["invalid"] = dict(zip(("reason", "detail"), held, strict=True))
+    out.emit(view, text)

@@ -35,6 +35,7 @@ from dizzy.peer.transaction import Transaction
 from dizzy.peer.verdicts import entity_verdicts
 from dizzy.protocol import (
     ROLE_NAMES,
+    DizzyError,
     Event,
     Keypair,
     NotFoundError,
@@ -360,6 +361,31 @@ class Store:
                 seen[key] = event
                 stack.extend(parse_event(p) for p in event.parents)
         return sorted(seen.values(), key=lambda e: (e.depth, e.id))
+
+    def causal_past(self, event: str) -> tuple[str, list[tuple[str, bytes]]] | None:
+        """The entity of the stored ``event`` and (id, stored bytes) of the event and
+        its causal past, for re-verification (``dizzy verify ev_…``); None if the
+        event is not stored. Bytes that do not decode are kept (the verifier says
+        what is wrong with them) and their parents are not followed."""
+        key = parse_event(event)
+        seen: dict[bytes, bytes] = {}
+        with self.records.reading():
+            found = self.records.locate(key)
+            if found is None:
+                return None
+            stack = [key]
+            while stack:
+                key = stack.pop()
+                raw = self.records.raw(key) if key not in seen else None
+                if raw is None:  # seen, or a parent not here: the verifier names the link
+                    continue
+                seen[key] = raw
+                try:
+                    parents = decode_event(raw, verify=False).parents
+                except DizzyError:
+                    continue
+                stack.extend(parse_event(p) for p in parents)
+        return entity_id(found[0]), [(event_id(k), raw) for k, raw in seen.items()]
 
     def missing_ancestors(self, limit: int) -> list[bytes]:
         """Ids that waiting events need and this log lacks (to ask peers for)."""

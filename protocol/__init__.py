@@ -58,6 +58,9 @@ from dizzy.protocol.event import (
     sign_event,
 )
 from dizzy.protocol.ids import (
+    AGENT_PREFIX,
+    ENTITY_PREFIX,
+    EVENT_PREFIX,
     ID_PREFIXES,
     MIN_PREFIX,
     agent_id,
@@ -139,8 +142,11 @@ from dizzy.protocol.wire import (
 )
 
 __all__ = [
+    "AGENT_PREFIX",
     "DOC_KIND",
     "DOC_UPDATE",
+    "ENTITY_PREFIX",
+    "EVENT_PREFIX",
     "FRAME_LIMIT",
     "GENESIS",
     "GRANT",
