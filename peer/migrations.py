@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
+from dizzy.protocol import InvalidIdError, parse_agent
+
 __all__ = [
     "MIGRATIONS",
     "Component",
@@ -344,8 +346,17 @@ MIGRATIONS: list[Migration] = [
             CREATE TABLE agents (id BLOB PRIMARY KEY) WITHOUT ROWID
             """,
             "INSERT INTO agents SELECT DISTINCT author FROM events",
+            # And those granted a role, who may not have written yet (a revoke
+            # names them). dizzy_agent_key is registered by migrate().
             """
-            -- Kept by the database itself: every path that stores an event adds its author.
+            INSERT OR IGNORE INTO agents SELECT key FROM (
+                SELECT dizzy_agent_key(json_extract(CAST(raw AS TEXT), '$.data.agent')) AS key
+                FROM events WHERE type = 'dizzy.grant'
+            ) WHERE key IS NOT NULL
+            """,
+            """
+            -- Kept by the database itself: every path that stores an event adds its
+            -- author. The agents of new grants are added where events are stored.
             CREATE TRIGGER events_add_agent AFTER INSERT ON events BEGIN
                 INSERT OR IGNORE INTO agents VALUES (NEW.author);
             END
@@ -360,6 +371,15 @@ def register_functions(db: sqlite3.Connection) -> None:
     # typeshed wants step(int) -> and finalize() -> int; any SQLite value works.
     db.create_aggregate("dizzy_sum256", 1, cast(Any, Sum256))
     db.create_function("dizzy_add256", 2, add256, deterministic=True)
+    db.create_function("dizzy_agent_key", 1, agent_key, deterministic=True)
+
+
+def agent_key(text: object) -> bytes | None:
+    """SQL ``dizzy_agent_key(text)``: the key of an ``ag_`` id, or NULL if it is none."""
+    try:
+        return parse_agent(text) if isinstance(text, str) else None
+    except InvalidIdError:
+        return None
 
 
 def add256(a: bytes, b: bytes) -> bytes:

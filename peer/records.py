@@ -296,18 +296,20 @@ class Records(Protocol):
         self, position: int, limit: int, types: Sequence[str] | None = None
     ) -> list[Change]: ...
 
-    def invalidated_after(
-        self, position: int, author: bytes
+    def invalidated_between(
+        self, after: int, until: int, author: bytes
     ) -> list[tuple[bytes, bytes, str, str, str]]:
         """(event, entity, type, reason, detail) of ``author``'s events that the feed
-        invalidated after ``position`` and that are invalid still, in feed order."""
+        invalidated at positions in (after, until] and that are invalid still, in
+        feed order."""
         ...
 
     # -- shortened ids and petnames (docs/architecture.md#shortened-ids) --------------
 
     def keys_between(self, kind: str, lo: bytes, hi: bytes, limit: int) -> list[bytes]:
         """Up to ``limit`` known keys of ``kind`` ("entity": held or followed, "event":
-        stored, "agent": authors of stored events) from ``lo`` to ``hi`` included, in order."""
+        stored, "agent": authors of stored events, agents granted a role) from
+        ``lo`` to ``hi`` included, in order."""
         ...
 
     def petname(self, name: str) -> bytes | None: ...

@@ -498,11 +498,12 @@ class Store:
         with self.records.transaction():
             return self.records.remove_petname(name)
 
-    def invalidated_after(self, position: int, agent: str) -> list[dict[str, str]]:
-        """``agent``'s events invalidated after feed ``position`` and invalid still:
-        id, entity, type, reason, detail (what a sync cost a revoked writer)."""
+    def invalidated_between(self, after: int, until: int, agent: str) -> list[dict[str, str]]:
+        """``agent``'s events that the feed invalidated at positions in (after, until]
+        and that are invalid still: id, entity, type, reason, detail (what a sync
+        cost a revoked writer)."""
         with self.records.reading():
-            rows = self.records.invalidated_after(position, parse_agent(agent))
+            rows = self.records.invalidated_between(after, until, parse_agent(agent))
         return [
             {
                 "id": event_id(e),

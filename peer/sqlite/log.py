@@ -12,12 +12,30 @@ import orjson
 from dizzy.peer.reports import EntityInfo
 from dizzy.peer.sqlite.connection import in_chunks
 from dizzy.peer.sqlite.sums import add_offered, verdict_moves, withheld
-from dizzy.protocol import Event, agent_id, entity_id, event_id, parse_agent, parse_entity
+from dizzy.protocol import (
+    GRANT,
+    Event,
+    InvalidIdError,
+    agent_id,
+    entity_id,
+    event_id,
+    parse_agent,
+    parse_entity,
+)
 
 __all__ = ["LogRows"]
 
 _ROWS_PER_INSERT = 500  # events stored by one INSERT statement
 _VALID = " AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.id = e.id)"
+
+
+def _granted(grant: Event) -> bytes | None:
+    """The key of the agent a grant names (None if it names none: an invalid grant)."""
+    agent = grant.body.data.get("agent")
+    try:
+        return parse_agent(agent) if isinstance(agent, str) else None
+    except InvalidIdError:
+        return None
 
 
 class LogRows:
@@ -151,6 +169,13 @@ class LogRows:
         if not types <= self.types_written:
             self.db.executemany("INSERT OR IGNORE INTO entity_types VALUES (?, ?)", types)
             self.types_written |= types
+        # Agents known by a shortened id: authors come by a trigger (migration
+        # 0009); the agents granted a role are added here, as they may not write.
+        granted = [_granted(e) for e in events if e.type == GRANT]
+        if granted:
+            self.db.executemany(
+                "INSERT OR IGNORE INTO agents VALUES (?)", [(k,) for k in granted if k]
+            )
         # The range sums move in the same transaction. An event judged invalid
         # before it was stored (admission puts its verdict first) is left out;
         # events made here (no source) are judged before they are signed.

@@ -8,7 +8,8 @@ __all__ = ["NameRows"]
 
 # A shortened id is a range of keys (dizzy.protocol.ids.id_range); each kind is
 # looked up where its keys are indexed. Entities: those held and those followed
-# but not fetched yet. Agents: the authors of stored events (table agents).
+# but not fetched yet. Agents: authors of stored events and agents granted a
+# role (table agents).
 _RANGES = {
     "entity": "SELECT id FROM entities WHERE id BETWEEN ?1 AND ?2"
     " UNION SELECT entity FROM follows WHERE entity BETWEEN ?1 AND ?2 ORDER BY 1 LIMIT ?3",
