@@ -156,13 +156,14 @@ def _verify_event(peer: LocalPeer, out: Output, event: str) -> None:
     """``dizzy verify ev_…``: the event and its causal past, checked as a proof of
     them would be; then what this peer, which holds the whole entity, judges of it."""
     entity, report = peer.verify_event(event)
-    own = next(v for v in report.verdicts if v.event_id == event)
+    own = next((v for v in report.verdicts if v.event_id == event), None)
     held = peer.store.verdicts(entity).get(event)  # a revoke outside its past counts here
     past = report.events - 1
     if not report.ok:
         said = f"{event}: VERIFICATION FAILED ({len(report.failures)} of {report.events} fail)"
-    elif not own.ok:
-        said = f"{event} is intact but invalid: {own.reason}: {own.detail}"
+    elif own is None or not own.ok:
+        why = f"{own.reason}: {own.detail}" if own else "no verdict"
+        said = f"{event} is intact but invalid: {why}"
     else:
         said = f"{event} verifies, and so do the {past} events of its causal past"
         if held is not None:
@@ -174,7 +175,7 @@ def _verify_event(peer: LocalPeer, out: Output, event: str) -> None:
                 **head,
                 "event": event,
                 "events": [_verdict_json(v) for v in report.verdicts],
-                "valid": own.ok and held is None,
+                "valid": own is not None and own.ok and held is None,
                 "invalid": dict(zip(("reason", "detail"), held, strict=True)) if held else None,
                 "ok": report.ok,
             },

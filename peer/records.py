@@ -308,7 +308,7 @@ class Records(Protocol):
 
     def keys_between(self, kind: str, lo: bytes, hi: bytes, limit: int) -> list[bytes]:
         """Up to ``limit`` known keys of ``kind`` ("entity": held or followed, "event":
-        stored, "agent": authors of stored events, agents granted a role) from
+        stored, waiting or refused, "agent": authors of stored events, agents granted a role) from
         ``lo`` to ``hi`` included, in order."""
         ...
 

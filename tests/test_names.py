@@ -265,6 +265,8 @@ def test_a_revoked_writer_is_told_which_of_its_events_became_invalid(tmp_path: P
             (entity, "note", "revoked")
         }
         assert unrelated not in str(synced)
+        # A was sent them, and keeps them as evidence; a prefix finds them there too.
+        assert "revoked" in dizzy(a, "quarantine", "why", late[0][:11]).stdout
         again = dizzy(b, "sync", da.url).stdout
         assert "now invalid" not in again  # told once: the sync that did it
 

@@ -13,7 +13,10 @@ __all__ = ["NameRows"]
 _RANGES = {
     "entity": "SELECT id FROM entities WHERE id BETWEEN ?1 AND ?2"
     " UNION SELECT entity FROM follows WHERE entity BETWEEN ?1 AND ?2 ORDER BY 1 LIMIT ?3",
-    "event": "SELECT id FROM events WHERE id BETWEEN ?1 AND ?2 ORDER BY 1 LIMIT ?3",
+    # Events stored, waiting for ancestors, or refused (`dizzy quarantine why`).
+    "event": "SELECT id FROM events WHERE id BETWEEN ?1 AND ?2"
+    " UNION SELECT id FROM pending WHERE id BETWEEN ?1 AND ?2"
+    " UNION SELECT id FROM rejections WHERE id BETWEEN ?1 AND ?2 ORDER BY 1 LIMIT ?3",
     "agent": "SELECT id FROM agents WHERE id BETWEEN ?1 AND ?2 ORDER BY 1 LIMIT ?3",
 }
 
