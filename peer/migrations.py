@@ -340,9 +340,10 @@ MIGRATIONS: list[Migration] = [
             """,
             "CREATE INDEX petnames_by_entity ON petnames (entity)",
             """
-            -- Every agent that authored a stored event, by key: a shortened ag_ id
-            -- is a range of this key (docs/architecture.md#shortened-ids), found
-            -- without reading events, whose author column has no index.
+            -- Every agent that authored a stored event or was granted a role, by
+            -- key: a shortened ag_ id is a range of this key, found without reading
+            -- events, whose author column has no index (docs/architecture.md
+            -- #shortened-ids-and-petnames). insert_events keeps it.
             CREATE TABLE agents (id BLOB PRIMARY KEY) WITHOUT ROWID
             """,
             "INSERT INTO agents SELECT DISTINCT author FROM events",
@@ -353,13 +354,6 @@ MIGRATIONS: list[Migration] = [
                 SELECT dizzy_agent_key(json_extract(CAST(raw AS TEXT), '$.data.agent')) AS key
                 FROM events WHERE type = 'dizzy.grant'
             ) WHERE key IS NOT NULL
-            """,
-            """
-            -- Kept by the database itself: every path that stores an event adds its
-            -- author. The agents of new grants are added where events are stored.
-            CREATE TRIGGER events_add_agent AFTER INSERT ON events BEGIN
-                INSERT OR IGNORE INTO agents VALUES (NEW.author);
-            END
             """,
         ),
     ),

@@ -187,7 +187,6 @@ def test_an_existing_home_learns_its_agents_in_the_migration(tmp_path: Path) -> 
     bob = dizzy(make_home(tmp_path / "bob"), "id").stdout.strip()
     dizzy(home, "grant", entity, bob)
     with sqlite3.connect(home / "dizzy.db") as db:  # as before 0009
-        db.execute("DROP TRIGGER events_add_agent")
         db.execute("DROP TABLE agents")
         db.execute("DROP TABLE petnames")
         db.execute("DELETE FROM _migrations WHERE name = '0009_petnames_and_agents'")

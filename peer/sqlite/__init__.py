@@ -34,6 +34,7 @@ class SQLiteRecords(LogRows, PendingRows, ReplicationRows, SumRows, PeerRows, Fe
         self.path = path
         self.db = connect(path)
         self.types_written = set()
+        self.agents_written = set()
         self._watch: sqlite3.Connection | None = None
 
     def close(self) -> None:
@@ -55,6 +56,7 @@ class SQLiteRecords(LogRows, PendingRows, ReplicationRows, SumRows, PeerRows, Fe
             self.db.execute("COMMIT")
         except BaseException as exc:
             self.types_written.clear()  # some may have gone with the rollback
+            self.agents_written.clear()
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):

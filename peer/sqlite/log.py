@@ -41,6 +41,7 @@ def _granted(grant: Event) -> bytes | None:
 class LogRows:
     db: sqlite3.Connection
     types_written: set[tuple[bytes, str]]  # (entity, type) rows known to be in entity_types
+    agents_written: set[bytes]  # rows known to be in agents
 
     # -- entities ----------------------------------------------------------------
 
@@ -169,13 +170,14 @@ class LogRows:
         if not types <= self.types_written:
             self.db.executemany("INSERT OR IGNORE INTO entity_types VALUES (?, ?)", types)
             self.types_written |= types
-        # Agents known by a shortened id: authors come by a trigger (migration
-        # 0009); the agents granted a role are added here, as they may not write.
-        granted = [_granted(e) for e in events if e.type == GRANT]
-        if granted:
-            self.db.executemany(
-                "INSERT OR IGNORE INTO agents VALUES (?)", [(k,) for k in granted if k]
-            )
+        # The agents a shortened id can name: authors, and those granted a role
+        # (they may not have written yet). Remembered as the types are: a batch
+        # has an author or two, and a row once written is not written again.
+        agents = set(cast(list[bytes], values[2::10]))
+        agents.update(k for e in events if e.type == GRANT and (k := _granted(e)))
+        if not agents <= self.agents_written:
+            self.db.executemany("INSERT OR IGNORE INTO agents VALUES (?)", [(a,) for a in agents])
+            self.agents_written |= agents
         # The range sums move in the same transaction. An event judged invalid
         # before it was stored (admission puts its verdict first) is left out;
         # events made here (no source) are judged before they are signed.
