@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from dizzy.cli.common import common
+from dizzy.cli.common import AGENT, ENTITY, EVENT, common
 from dizzy.cli.output import Output, table, when
 from dizzy.peer import LocalPeer
 from dizzy.protocol import DOC_UPDATE, NotFoundError
@@ -15,8 +15,8 @@ __all__ = ["grant", "members", "quarantine", "revoke"]
 
 
 @click.command()
-@click.argument("entity")
-@click.argument("agent")
+@click.argument("entity", type=ENTITY)
+@click.argument("agent", type=AGENT)
 @click.option("--role", type=click.Choice(["writer", "admin"]), default="writer", show_default=True)
 @common
 def grant(peer: LocalPeer, out: Output, entity: str, agent: str, role: str) -> None:
@@ -36,10 +36,11 @@ def grant(peer: LocalPeer, out: Output, entity: str, agent: str, role: str) -> N
 
 
 @click.command()
-@click.argument("entity")
-@click.argument("agent")
+@click.argument("entity", type=ENTITY)
+@click.argument("agent", type=AGENT)
 @click.option(
     "--keep",
+    type=EVENT,
     multiple=True,
     help="The cutoff: AGENT's events that stay valid, with their past"
     " (repeatable; default: all of AGENT's valid events held here).",
@@ -64,7 +65,7 @@ def revoke(peer: LocalPeer, out: Output, entity: str, agent: str, keep: tuple[st
 
 
 @click.command()
-@click.argument("entity")
+@click.argument("entity", type=ENTITY)
 @common
 def members(peer: LocalPeer, out: Output, entity: str) -> None:
     """List who may write to ENTITY now, and their roles.
@@ -89,7 +90,7 @@ def _row(r: dict[str, Any]) -> list[str]:
 
 
 @quarantine.command("list")
-@click.option("--entity", help="Only what concerns this entity.")
+@click.option("--entity", type=ENTITY, help="Only what concerns this entity.")
 @common
 def quarantine_list(peer: LocalPeer, out: Output, entity: str | None) -> None:
     """List everything rejected: bad signatures, non-canonical bytes,
@@ -112,7 +113,7 @@ def quarantine_list(peer: LocalPeer, out: Output, entity: str | None) -> None:
 
 
 @quarantine.command("why")
-@click.argument("event")
+@click.argument("event", type=EVENT)
 @common
 def quarantine_why(peer: LocalPeer, out: Output, event: str) -> None:
     """Say why EVENT was rejected or is invalid.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dizzy.cli.common import common
+from dizzy.cli.common import ENTITY, common
 from dizzy.cli.output import Output
 from dizzy.peer import LocalPeer
 from dizzy.peer.bundles import export_bundle, import_bundle
@@ -20,7 +20,7 @@ def bundle() -> None:
 
 
 @bundle.command("export")
-@click.argument("entities", nargs=-1)
+@click.argument("entities", type=ENTITY, nargs=-1)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @common
 def bundle_export(peer: LocalPeer, out: Output, entities: tuple[str, ...], output: Path) -> None:

@@ -1,7 +1,9 @@
-"""What every command module shares: the error handling, --home/--json, argument checks."""
+"""What every command module shares: the error handling, --home/--json, argument checks,
+and the id arguments (shortened ids and petnames, resolved in one place)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import json
@@ -9,15 +11,27 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import click
 
 from dizzy.cli.output import Output
 from dizzy.peer import Home, LocalPeer
-from dizzy.protocol import DizzyError, UsageError
+from dizzy.peer.names import resolve
+from dizzy.protocol import DizzyError, KeystoreError, UsageError
 
-__all__ = ["MAX_DATA_FILE", "DizzyGroup", "check_url", "common", "creating_home", "read_data"]
+__all__ = [
+    "AGENT",
+    "ENTITY",
+    "ENTITY_OR_EVENT",
+    "EVENT",
+    "MAX_DATA_FILE",
+    "DizzyGroup",
+    "check_url",
+    "common",
+    "creating_home",
+    "read_data",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -89,6 +103,46 @@ class DizzyGroup(click.Group):
             ctx.exit(1)
 
 
+class IdText(NamedTuple):
+    """An id as typed, until the command's home is open to resolve it."""
+
+    prefixes: tuple[str, ...]
+    text: str
+
+
+class IdType(click.ParamType):  # type: ignore[type-arg]
+    """An id argument or option: a whole id, a unique prefix of one (at least 8
+    characters after en_/ev_/ag_), or, for an entity, a petname. Click converts
+    before the home is known (--home may come last), so the text is kept as
+    ``IdText`` and ``_with_peer`` resolves it once the home is open: every
+    command gets whole ids, through the one resolver (dizzy.peer.names)."""
+
+    def __init__(self, name: str, *prefixes: str) -> None:
+        self.name = name
+        self.prefixes = prefixes
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return value if isinstance(value, IdText) else IdText(self.prefixes, str(value))
+
+
+ENTITY = IdType("entity", "en_")
+EVENT = IdType("event", "ev_")
+AGENT = IdType("agent", "ag_")
+ENTITY_OR_EVENT = IdType("entity|event", "en_", "ev_")
+
+
+def _resolved(peer: LocalPeer, value: Any) -> Any:
+    if isinstance(value, IdText):
+        also = []
+        if "ag_" in value.prefixes:  # this home's agent, known before it writes anything
+            with contextlib.suppress(KeystoreError):
+                also.append(peer.agent_id)
+        return resolve(peer.store, value.text, value.prefixes, also)
+    if isinstance(value, tuple) and any(isinstance(v, IdText) for v in value):
+        return tuple(_resolved(peer, v) for v in value)
+    return value
+
+
 def common(func: F) -> F:
     """Add --home and --json to a command and hand it an open LocalPeer.
 
@@ -114,6 +168,7 @@ def _with_peer(func: F, *, creates_home: bool) -> F:
     def wrapper(home: Path | None, as_json: bool, **kwargs: Any) -> Any:
         chosen = Home.resolve(home)
         with LocalPeer(chosen, passphrase=_ask_passphrase, create=creates_home) as peer:
+            kwargs = {key: _resolved(peer, value) for key, value in kwargs.items()}
             return func(peer, Output(as_json), **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from dizzy.cli.common import common
+from dizzy.cli.common import ENTITY, EVENT, common
 from dizzy.cli.output import Output, short, table, when
 from dizzy.peer import LocalPeer
 from dizzy.peer.documents import Document, create_document, open_document
@@ -81,7 +81,7 @@ def doc_create(peer: LocalPeer, out: Output, name: str | None) -> None:
 
 
 @doc.command("set")
-@click.argument("document", metavar="DOC")
+@click.argument("document", type=ENTITY, metavar="DOC")
 @click.argument("path")
 @click.argument("value")
 @_MESSAGE
@@ -103,7 +103,7 @@ def doc_set(
 
 
 @doc.command("del")
-@click.argument("document", metavar="DOC")
+@click.argument("document", type=ENTITY, metavar="DOC")
 @click.argument("path")
 @_MESSAGE
 @common
@@ -118,7 +118,7 @@ def doc_del(peer: LocalPeer, out: Output, document: str, path: str, message: str
 
 
 @doc.command("push")
-@click.argument("document", metavar="DOC")
+@click.argument("document", type=ENTITY, metavar="DOC")
 @click.argument("path")
 @click.argument("value")
 @_MESSAGE
@@ -137,7 +137,7 @@ def doc_push(
 
 
 @doc.command("incr")
-@click.argument("document", metavar="DOC")
+@click.argument("document", type=ENTITY, metavar="DOC")
 @click.argument("path")
 @click.argument("amount", metavar="[N]", type=int, default=1)
 @_MESSAGE
@@ -157,7 +157,7 @@ def doc_incr(
 
 
 @doc.command("text")
-@click.argument("document", metavar="DOC")
+@click.argument("document", type=ENTITY, metavar="DOC")
 @click.argument("path")
 @click.option("--insert", nargs=2, type=(int, str), metavar="POS STRING", help="Insert at POS.")
 @click.option("--delete", nargs=2, type=(int, int), metavar="POS LEN", help="Delete LEN at POS.")
@@ -201,7 +201,7 @@ def doc_text(
 
 
 @doc.command("edit")
-@click.argument("document", metavar="DOC")
+@click.argument("document", type=ENTITY, metavar="DOC")
 @click.argument("path")
 @_MESSAGE
 @common
@@ -254,9 +254,9 @@ def _run_editor(text: str) -> str:
 
 
 @doc.command("show")
-@click.argument("document", metavar="DOC")
+@click.argument("document", type=ENTITY, metavar="DOC")
 @click.argument("path", default="")
-@click.option("--at", "event", metavar="EVENT", help="The value as of this event (ev_…).")
+@click.option("--at", "event", type=EVENT, help="The value as of this event (ev_…).")
 @common
 def doc_show(peer: LocalPeer, out: Output, document: str, path: str, event: str | None) -> None:
     """Print the document, or the value at PATH.
@@ -278,7 +278,7 @@ def doc_show(peer: LocalPeer, out: Output, document: str, path: str, event: str 
 
 
 @doc.command("history")
-@click.argument("document", metavar="DOC")
+@click.argument("document", type=ENTITY, metavar="DOC")
 @common
 def doc_history(peer: LocalPeer, out: Output, document: str) -> None:
     """List the document's changes in causal order: event, agent, time, size, message.

@@ -8,7 +8,7 @@ from typing import Any
 import click
 import orjson
 
-from dizzy.cli.common import common, read_data
+from dizzy.cli.common import ENTITY, EVENT, common, read_data
 from dizzy.cli.output import (
     JSONArray,
     Output,
@@ -20,7 +20,8 @@ from dizzy.cli.output import (
     when_second,
 )
 from dizzy.peer import LocalPeer
-from dizzy.protocol import event_ids
+from dizzy.peer.names import check_petname
+from dizzy.protocol import NotFoundError, RemoteError, UsageError, check_events, event_ids
 
 __all__ = [
     "append",
@@ -57,17 +58,19 @@ def entity_create(peer: LocalPeer, out: Output, kind: str, name: str | None) -> 
 @entity.command("list")
 @common
 def entity_list(peer: LocalPeer, out: Output) -> None:
-    """List the entities this peer holds.
+    """List the entities this peer holds, with their petnames.
 
     \b
     Example:
       dizzy entity list --json
     """
     rows = peer.store.entities()
+    names = peer.store.petnames()
     lines = table(
         (
             [
                 e.id,
+                ", ".join(names.get(e.id, [])) or "-",
                 e.kind,
                 e.name or "-",
                 short(e.creator),
@@ -76,14 +79,52 @@ def entity_list(peer: LocalPeer, out: Output) -> None:
             ]
             for e in rows
         ),
-        ["ENTITY", "KIND", "NAME", "CREATOR", "EVENTS", "LAST CHANGE"],
-        right={4},
+        ["ENTITY", "PETNAME", "KIND", "NAME", "CREATOR", "EVENTS", "LAST CHANGE"],
+        right={5},
     )
-    out.emit([e.to_json() for e in rows], lines if rows else "no entities yet")
+    out.emit(
+        [{**e.to_json(), "petnames": names.get(e.id, [])} for e in rows],
+        lines if rows else "no entities yet",
+    )
+
+
+@entity.command("name")
+@click.argument("entity", type=ENTITY, required=False)
+@click.argument("name", required=False)
+@click.option("--remove", metavar="NAME", help="Forget this petname instead.")
+@common
+def entity_name(
+    peer: LocalPeer, out: Output, entity: str | None, name: str | None, remove: str | None
+) -> None:
+    """Give ENTITY a petname: a local name that works wherever an entity id does.
+
+    Petnames are this home's alone, never sent to peers. A name names one
+    entity; an entity can have several. It must not look like an id.
+
+    \b
+    Examples:
+      dizzy entity name en_… survey
+      dizzy log survey
+      dizzy entity name --remove survey
+    """
+    if remove is not None:
+        if entity is not None:
+            raise UsageError("give either ENTITY NAME, or --remove NAME alone")
+        if not peer.store.remove_petname(remove):
+            raise NotFoundError(f"no petname {remove!r} here: see `dizzy entity list`")
+        out.emit({"removed": remove}, f"removed petname {remove}")
+        return
+    if entity is None or name is None:
+        raise UsageError("give ENTITY and NAME (dizzy entity name en_… survey), or --remove NAME")
+    new = peer.store.set_petname(check_petname(name), entity)
+    out.emit(
+        {"entity": entity, "name": name, "new": new},
+        f"{name} {'now names' if new else 'already named'} {entity}",
+    )
 
 
 @click.command()
-@click.argument("entity")
+@click.argument("entity", type=ENTITY)
 @click.argument("type")
 @click.option(
     "--data",
@@ -94,6 +135,7 @@ def entity_list(peer: LocalPeer, out: Output) -> None:
 @click.option(
     "--expect-head",
     "expect_heads",
+    type=EVENT,
     multiple=True,
     help="Fail unless these are the entity's current heads (repeatable).",
 )
@@ -113,7 +155,7 @@ def append(
 
 
 @click.command()
-@click.argument("entity")
+@click.argument("entity", type=ENTITY)
 @common
 def heads(peer: LocalPeer, out: Output, entity: str) -> None:
     """Print ENTITY's current heads, one per line: the events a new event names
@@ -185,7 +227,7 @@ _VIEW = ("author", "clock", "data", "depth", "entity", "parents", "type")
 
 
 @click.command()
-@click.argument("entity")
+@click.argument("entity", type=ENTITY)
 @click.option("--all", "everything", is_flag=True, help="Also show invalid events, marked.")
 @click.option("--jsonl", is_flag=True, help="Print JSON lines: one object per event.")
 @common
@@ -222,7 +264,7 @@ def log(peer: LocalPeer, out: Output, entity: str, everything: bool, jsonl: bool
 
 
 @click.command()
-@click.argument("event")
+@click.argument("event", type=EVENT)
 @common
 def show(peer: LocalPeer, out: Output, event: str) -> None:
     """Show one event.
@@ -232,14 +274,33 @@ def show(peer: LocalPeer, out: Output, event: str) -> None:
       dizzy show ev_…
     """
     e = peer.show(event)
+    checked = check_events([e.raw])[0]
+    if isinstance(checked, RemoteError):
+        signature = {"ok": False, "reason": checked.reason, "detail": str(checked)}
+    elif checked.id != e.id:  # cannot happen unless the stored row was altered
+        signature = {"ok": False, "reason": "bad_id", "detail": "the bytes have another id"}
+    else:
+        signature = {"ok": True, "reason": "ok", "detail": ""}
+    held = peer.store.verdicts(e.entity).get(e.event_id)
     text = [
         f"id       {e.event_id}",
         f"entity   {e.entity}",
         f"author   {e.author}",
+        "signed   "
+        + (
+            "yes: the author's signature verifies and the id matches the bytes"
+            if signature["ok"]
+            else f"NO: the signature does not verify: {signature['reason']}: {signature['detail']}"
+        ),
         f"type     {e.type}",
         f"depth    {e.depth}",
         f"clock    {when(e.body.clock)} ({e.body.clock})",
         "parents  " + ("\n         ".join(e.parents) or "none (genesis)"),
         "data     " + json.dumps(e.body.data, indent=2, ensure_ascii=False).replace("\n", "\n  "),
     ]
-    out.emit(e.to_json(), text)
+    if held is not None:
+        text.insert(4, f"status   INVALID: {held[0]}: {held[1]}")
+    view = {**e.to_json(), "signature": signature}
+    if held is not None:
+        view["invalid"] = dict(zip(("reason", "detail"), held, strict=True))
+    out.emit(view, text)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from dizzy.cli.common import check_url, common
+from dizzy.cli.common import ENTITY, check_url, common
 from dizzy.cli.output import Output, size, table, when
 from dizzy.peer import LocalPeer
 from dizzy.peer.datasets import (
@@ -87,7 +87,7 @@ def _bar(length: int, label: str) -> _Quiet:
     help="The dataset's name (default: the file or folder name). A dataset of yours"
     " with this name gets a new version.",
 )
-@click.option("--entity", help="Add a new version to this dataset.")
+@click.option("--entity", type=ENTITY, help="Add a new version to this dataset.")
 @click.option("--new", is_flag=True, help="Make a new dataset even if one has this name.")
 @click.option("--message", "-m", default="", help="What changed in this version.")
 @click.option(
@@ -151,7 +151,7 @@ def share_cmd(
 
 
 @click.command("versions")
-@click.argument("entity")
+@click.argument("entity", type=ENTITY)
 @common
 def versions_cmd(peer: LocalPeer, out: Output, entity: str) -> None:
     """List the versions of a dataset: number, date, author, files, size, message.
@@ -176,7 +176,7 @@ def versions_cmd(peer: LocalPeer, out: Output, entity: str) -> None:
 
 
 @click.command("ls")
-@click.argument("entity")
+@click.argument("entity", type=ENTITY)
 @click.option("--version", "number", type=int, help="Version number (default: the latest).")
 @common
 def ls_cmd(peer: LocalPeer, out: Output, entity: str, number: int | None) -> None:
@@ -194,7 +194,7 @@ def ls_cmd(peer: LocalPeer, out: Output, entity: str, number: int | None) -> Non
 
 
 @click.command("fetch")
-@click.argument("entity")
+@click.argument("entity", type=ENTITY)
 @click.option("--to", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--version", "number", type=int, help="Version number (default: the latest).")
 @click.option(

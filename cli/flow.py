@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from dizzy.cli.common import common
+from dizzy.cli.common import EVENT, common
 from dizzy.cli.graphviz import to_svg
 from dizzy.cli.output import Output, printable, table, when
 from dizzy.flow import Counts, Runner
@@ -147,7 +147,7 @@ def parked_cmd(peer: LocalPeer, out: Output, step: str | None) -> None:
 
 
 @flow_group.command("retry")
-@click.argument("events", nargs=-1)
+@click.argument("events", type=EVENT, nargs=-1)
 @click.option("--step", help="Only for this handler or projection (flow/name, or name).")
 @click.option("--all", "every", is_flag=True, help="Every parked event (of --step).")
 @common
@@ -168,7 +168,7 @@ def retry_cmd(
 
 
 @flow_group.command("skip")
-@click.argument("events", nargs=-1, required=True)
+@click.argument("events", type=EVENT, nargs=-1, required=True)
 @click.option("--step", help="Only for this handler or projection (flow/name, or name).")
 @common
 def skip_cmd(peer: LocalPeer, out: Output, events: tuple[str, ...], step: str | None) -> None:

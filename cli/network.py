@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from dizzy.cli.common import check_url, common
+from dizzy.cli.common import ENTITY, check_url, common
 from dizzy.cli.output import Output, table, when
 from dizzy.flow import Runner
 from dizzy.flow.loader import load_flows
@@ -182,8 +182,9 @@ def _sync_text(report: SyncReport) -> str:
 def sync(peer: LocalPeer, out: Output, url: str | None) -> None:
     """Sync now with every known peer, or with URL only.
 
-    Reconciles the followed entities' events both ways and prints what moved.
-    Safe to run while a daemon uses the same home.
+    Reconciles the followed entities' events both ways and prints what moved,
+    and which of your own events became invalid meanwhile (a revoke reached
+    you), with why. Safe to run while a daemon uses the same home.
 
     \b
     Examples:
@@ -195,8 +196,17 @@ def sync(peer: LocalPeer, out: Output, url: str | None) -> None:
         raise UsageError("no peers known: give a URL or run 'dizzy peer add URL'")
     run = asyncio.run(sync_all(peer, urls))
     texts = [_sync_text(r) for r in run.synced] + [f"{u}: FAILED {why}" for u, why in run.failed]
+    texts += [
+        f"your event {e['id']} ({e['type']} in {e['entity']}) is now invalid:"
+        f" {e['reason']}: {e['detail']}"
+        for e in run.invalidated
+    ]
     out.emit(
-        {"synced": [r.to_json() for r in run.synced], "failed": dict(run.failed)},
+        {
+            "synced": [r.to_json() for r in run.synced],
+            "failed": dict(run.failed),
+            "invalidated": run.invalidated,
+        },
         texts,
     )
     if run.failed:
@@ -204,7 +214,7 @@ def sync(peer: LocalPeer, out: Output, url: str | None) -> None:
 
 
 @click.command()
-@click.argument("entity")
+@click.argument("entity", type=ENTITY)
 @common
 def follow(peer: LocalPeer, out: Output, entity: str) -> None:
     """Replicate ENTITY from now on (its events come with the next sync).

@@ -9,10 +9,17 @@ from typing import Any
 import click
 import orjson
 
-from dizzy.cli.common import common
+from dizzy.cli.common import ENTITY, ENTITY_OR_EVENT, EVENT, common
 from dizzy.cli.output import JSONArray, Output, Stream
 from dizzy.peer import LocalPeer
-from dizzy.protocol import PERMISSION_REASONS, Summary, UsageError, Verdict, verify_proof
+from dizzy.protocol import (
+    EVENT_PREFIX,
+    PERMISSION_REASONS,
+    Summary,
+    UsageError,
+    Verdict,
+    verify_proof,
+)
 
 __all__ = ["proof", "verify"]
 
@@ -55,10 +62,14 @@ class _Report:
             ]
         )
 
+    @staticmethod
+    def _fields(s: Summary) -> dict[str, Any]:
+        fields = ("entity", "creator", "kind", "name", "genesis", "equivocated")
+        return {f: getattr(s, f) for f in fields}
+
     def _head(self, s: Summary) -> str:
         if self.json:
-            fields = ("entity", "creator", "kind", "name", "genesis", "equivocated")
-            head = orjson.dumps({f: getattr(s, f) for f in fields}, option=orjson.OPT_INDENT_2)
+            head = orjson.dumps(self._fields(s), option=orjson.OPT_INDENT_2)
             return head.decode()[:-2] + ",\n"  # the object stays open: events follow
         lines = [f"entity   {s.entity}"]
         if s.creator is not None:
@@ -93,7 +104,7 @@ def _verdict_text(v: Verdict) -> str:
 
 
 @click.command()
-@click.argument("entity", required=False)
+@click.argument("entity", type=ENTITY_OR_EVENT, required=False)
 @click.option(
     "--proof",
     "proof_file",
@@ -102,7 +113,8 @@ def _verdict_text(v: Verdict) -> str:
 )
 @common
 def verify(peer: LocalPeer, out: Output, entity: str | None, proof_file: Path | None) -> None:
-    """Prove who created ENTITY and who wrote each of its events.
+    """Prove who created ENTITY and who wrote each of its events; given an
+    EVENT (ev_…), that event and its causal past only.
 
     Re-checks every stored byte: canonical form, ids, both genesis
     signatures, every author signature, causal links and authorship. Exits 0
@@ -112,10 +124,14 @@ def verify(peer: LocalPeer, out: Output, entity: str | None, proof_file: Path | 
     \b
     Examples:
       dizzy verify en_…
+      dizzy verify ev_…
       dizzy verify --proof survey.proof
     """
     if (entity is None) == (proof_file is None):
-        raise UsageError("give an ENTITY or --proof FILE (one of them)")
+        raise UsageError("give an ENTITY or --proof FILE, or an EVENT (one of them)")
+    if entity is not None and entity.startswith(EVENT_PREFIX):
+        _verify_event(peer, out, entity)
+        return
     report = _Report(out.json)
     if proof_file is not None:
         checked = verify_proof(proof_file.read_bytes())
@@ -136,8 +152,44 @@ def verify(peer: LocalPeer, out: Output, entity: str | None, proof_file: Path | 
         sys.exit(1)
 
 
+def _verify_event(peer: LocalPeer, out: Output, event: str) -> None:
+    """``dizzy verify ev_…``: the event and its causal past, checked as a proof of
+    them would be; then what this peer, which holds the whole entity, judges of it."""
+    entity, report = peer.verify_event(event)
+    own = next((v for v in report.verdicts if v.event_id == event), None)
+    held = peer.store.verdicts(entity).get(event)  # a revoke outside its past counts here
+    past = report.events - 1
+    if not report.ok:
+        said = f"{event}: VERIFICATION FAILED ({len(report.failures)} of {report.events} fail)"
+    elif own is None or not own.ok:
+        why = f"{own.reason}: {own.detail}" if own else "no verdict"
+        said = f"{event} is intact but invalid: {why}"
+    else:
+        said = f"{event} verifies, and so do the {past} events of its causal past"
+        if held is not None:
+            said += f"; invalid in the entity as held here: {held[0]}: {held[1]}"
+    if out.json:
+        head = _Report(True)._fields(report)
+        out.emit(
+            {
+                **head,
+                "event": event,
+                "events": [_verdict_json(v) for v in report.verdicts],
+                "valid": own is not None and own.ok and held is None,
+                "invalid": dict(zip(("reason", "detail"), held, strict=True)) if held else None,
+                "ok": report.ok,
+            },
+            "",
+        )
+    else:
+        text = _Report(False)._head(report) + "\n".join(map(_verdict_text, report.verdicts))
+        out.emit(None, [text, said])
+    if not report.ok:
+        sys.exit(1)
+
+
 @click.command()
-@click.argument("entity")
+@click.argument("entity", type=ENTITY)
 @click.option(
     "-o",
     "--output",
@@ -148,6 +200,7 @@ def verify(peer: LocalPeer, out: Output, entity: str | None, proof_file: Path | 
 @click.option(
     "--event",
     "events",
+    type=EVENT,
     multiple=True,
     help="Prove these events (repeatable; default: all). Their causal past is included.",
 )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from dizzy.cli.common import common
+from dizzy.cli.common import EVENT, common
 from dizzy.cli.graphviz import to_svg
 from dizzy.cli.output import Output
 from dizzy.flow.provenance import trace
@@ -17,7 +17,7 @@ __all__ = ["prov"]
 
 
 @click.command("prov")
-@click.argument("event")
+@click.argument("event", type=EVENT)
 @click.option(
     "--format",
     "format_",

@@ -35,7 +35,7 @@ from dizzy.peer.local import LocalPeer
 from dizzy.peer.server import HEADER_TIMEOUT_S, make_app
 from dizzy.peer.service import PeerService
 from dizzy.peer.store import Store
-from dizzy.peer.syncing import DEFAULT_INTERVAL_S, MAX_BACKOFF_S, sync_and_record
+from dizzy.peer.syncing import DEFAULT_INTERVAL_S, MAX_BACKOFF_S, lost_since, sync_and_record
 from dizzy.protocol import UsageError
 
 __all__ = [
@@ -114,10 +114,14 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
 
     async def gossip() -> None:
+        # The feed position up to which this agent's invalidated events were
+        # logged: each round logs those since, however they came (a round, a push).
+        seen = await service.run(peer.store.last_position)
         async with ClientPool() as pool:
             while not stop.is_set():
                 kick.clear()
                 await gossip_round(service, pool, interval)
+                seen, _ = await lost_since(service, seen)
                 timer = interval * random.uniform(0.75, 1.25)
                 waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(kick.wait())]
                 try:

@@ -223,6 +223,18 @@ class LocalPeer:
         items += [e for e in self.store.equivocations(entity) if e[0] not in stored]
         return verify_entity(items, entity)
 
+    def verify_event(self, event: str) -> tuple[str, EntityReport]:
+        """Re-verify ``event`` and its causal past as a proof of them would be
+        checked: (its entity, the report). The past holds the genesis, so the
+        report names the creator; a revoke outside that past is not in it (the
+        store's verdict of the event says what the whole entity makes of it)."""
+        found = self.store.causal_past(event)
+        if found is None:
+            raise NotFoundError(f"no event {event} in this store")
+        entity, items = found
+        items += [e for e in self.store.equivocations(entity) if e[0] not in dict(items)]
+        return entity, verify_entity(items, entity)
+
     def write_proof(self, entity: str, path: Path, events: Iterable[str] | None = None) -> int:
         """Write a self-contained proof: the chosen events (default all) and their past."""
         self._require(entity)

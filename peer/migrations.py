@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
+from dizzy.protocol import InvalidIdError, parse_agent
+
 __all__ = [
     "MIGRATIONS",
     "Component",
@@ -325,6 +327,36 @@ MIGRATIONS: list[Migration] = [
             """,
         ),
     ),
+    Migration(
+        "0009_petnames_and_agents",
+        (
+            """
+            -- This home's own names for entities (`dizzy entity name`): local,
+            -- never sent to peers. A name names one entity; an entity may have several.
+            CREATE TABLE petnames (
+                name   TEXT PRIMARY KEY,
+                entity BLOB NOT NULL
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX petnames_by_entity ON petnames (entity)",
+            """
+            -- Every agent that authored a stored event or was granted a role, by
+            -- key: a shortened ag_ id is a range of this key, found without reading
+            -- events, whose author column has no index (docs/architecture.md
+            -- #shortened-ids-and-petnames). insert_events keeps it.
+            CREATE TABLE agents (id BLOB PRIMARY KEY) WITHOUT ROWID
+            """,
+            "INSERT INTO agents SELECT DISTINCT author FROM events",
+            # And those granted a role, who may not have written yet (a revoke
+            # names them). dizzy_agent_key is registered by migrate().
+            """
+            INSERT OR IGNORE INTO agents SELECT key FROM (
+                SELECT dizzy_agent_key(json_extract(CAST(raw AS TEXT), '$.data.agent')) AS key
+                FROM events WHERE type = 'dizzy.grant'
+            ) WHERE key IS NOT NULL
+            """,
+        ),
+    ),
 ]
 
 
@@ -333,6 +365,15 @@ def register_functions(db: sqlite3.Connection) -> None:
     # typeshed wants step(int) -> and finalize() -> int; any SQLite value works.
     db.create_aggregate("dizzy_sum256", 1, cast(Any, Sum256))
     db.create_function("dizzy_add256", 2, add256, deterministic=True)
+    db.create_function("dizzy_agent_key", 1, agent_key, deterministic=True)
+
+
+def agent_key(text: object) -> bytes | None:
+    """SQL ``dizzy_agent_key(text)``: the key of an ``ag_`` id, or NULL if it is none."""
+    try:
+        return parse_agent(text) if isinstance(text, str) else None
+    except InvalidIdError:
+        return None
 
 
 def add256(a: bytes, b: bytes) -> bytes:

@@ -295,3 +295,31 @@ class Records(Protocol):
     def changes_after(
         self, position: int, limit: int, types: Sequence[str] | None = None
     ) -> list[Change]: ...
+
+    def invalidated_between(
+        self, after: int, until: int, author: bytes
+    ) -> list[tuple[bytes, bytes, str, str, str]]:
+        """(event, entity, type, reason, detail) of ``author``'s events that the feed
+        invalidated at positions in (after, until] and that are invalid still, in
+        feed order."""
+        ...
+
+    # -- shortened ids and petnames (docs/architecture.md#shortened-ids) --------------
+
+    def keys_between(self, kind: str, lo: bytes, hi: bytes, limit: int) -> list[bytes]:
+        """Up to ``limit`` known keys of ``kind`` ("entity": held or followed, "event":
+        stored, waiting or refused, "agent": authors of stored events, agents granted a role) from
+        ``lo`` to ``hi`` included, in order."""
+        ...
+
+    def petname(self, name: str) -> bytes | None: ...
+
+    def petnames(self) -> list[tuple[str, bytes]]:
+        """(name, entity) of every petname, by name."""
+        ...
+
+    def set_petname(self, name: str, entity: bytes) -> None:
+        """Add a name (inside a transaction); the caller has checked it is free."""
+        ...
+
+    def remove_petname(self, name: str) -> bool: ...

@@ -35,13 +35,17 @@ from dizzy.peer.transaction import Transaction
 from dizzy.peer.verdicts import entity_verdicts
 from dizzy.protocol import (
     ROLE_NAMES,
+    DizzyError,
     Event,
     Keypair,
     NotFoundError,
     RemoteError,
+    UsageError,
     agent_id,
     decode_event,
+    entity_id,
     event_id,
+    parse_agent,
     parse_entity,
     parse_event,
 )
@@ -358,6 +362,31 @@ class Store:
                 stack.extend(parse_event(p) for p in event.parents)
         return sorted(seen.values(), key=lambda e: (e.depth, e.id))
 
+    def causal_past(self, event: str) -> tuple[str, list[tuple[str, bytes]]] | None:
+        """The entity of the stored ``event`` and (id, stored bytes) of the event and
+        its causal past, for re-verification (``dizzy verify ev_…``); None if the
+        event is not stored. Bytes that do not decode are kept (the verifier says
+        what is wrong with them) and their parents are not followed."""
+        key = parse_event(event)
+        seen: dict[bytes, bytes] = {}
+        with self.records.reading():
+            found = self.records.locate(key)
+            if found is None:
+                return None
+            stack = [key]
+            while stack:
+                key = stack.pop()
+                raw = self.records.raw(key) if key not in seen else None
+                if raw is None:  # seen, or a parent not here: the verifier names the link
+                    continue
+                seen[key] = raw
+                try:
+                    parents = decode_event(raw, verify=False).parents
+                except DizzyError:
+                    continue
+                stack.extend(parse_event(p) for p in parents)
+        return entity_id(found[0]), [(event_id(k), raw) for k, raw in seen.items()]
+
     def missing_ancestors(self, limit: int) -> list[bytes]:
         """Ids that waiting events need and this log lacks (to ask peers for)."""
         with self.records.reading():
@@ -426,3 +455,62 @@ class Store:
     def peers(self) -> list[dict[str, Any]]:
         with self.records.reading():
             return self.records.peers()
+
+    # -- shortened ids and petnames (dizzy.peer.names) -------------------------------
+
+    def ids_between(self, kind: str, lo: bytes, hi: bytes, limit: int) -> list[bytes]:
+        """Up to ``limit`` known keys of ``kind`` (entity, event, agent) in [lo, hi]."""
+        with self.records.reading():
+            return self.records.keys_between(kind, lo, hi, limit)
+
+    def petname(self, name: str) -> str | None:
+        """The entity ``name`` names here, or None."""
+        with self.records.reading():
+            found = self.records.petname(name)
+        return entity_id(found) if found is not None else None
+
+    def petnames(self) -> dict[str, list[str]]:
+        """Entity -> its petnames, sorted."""
+        names: dict[str, list[str]] = {}
+        with self.records.reading():
+            rows = self.records.petnames()
+        for name, key in rows:
+            names.setdefault(entity_id(key), []).append(name)
+        return names
+
+    def set_petname(self, name: str, entity: str) -> bool:
+        """Name ``entity`` ``name`` here; False if it had that name already,
+        UsageError if the name is another entity's."""
+        key = parse_entity(entity)
+        with self.records.transaction():
+            taken = self.records.petname(name)
+            if taken == key:
+                return False
+            if taken is not None:
+                raise UsageError(
+                    f"{name!r} already names {entity_id(taken)}: remove that name first"
+                    f" (dizzy entity name --remove {name})"
+                )
+            self.records.set_petname(name, key)
+            return True
+
+    def remove_petname(self, name: str) -> bool:
+        with self.records.transaction():
+            return self.records.remove_petname(name)
+
+    def invalidated_between(self, after: int, until: int, agent: str) -> list[dict[str, str]]:
+        """``agent``'s events that the feed invalidated at positions in (after, until]
+        and that are invalid still: id, entity, type, reason, detail (what a sync
+        cost a revoked writer)."""
+        with self.records.reading():
+            rows = self.records.invalidated_between(after, until, parse_agent(agent))
+        return [
+            {
+                "id": event_id(e),
+                "entity": entity_id(n),
+                "type": t,
+                "reason": reason,
+                "detail": detail,
+            }
+            for e, n, t, reason, detail in rows
+        ]

@@ -24,6 +24,7 @@ __all__ = [
     "MAX_BACKOFF_S",
     "SyncRun",
     "log_sync",
+    "lost_since",
     "sync_all",
     "sync_and_record",
 ]
@@ -39,6 +40,8 @@ class SyncRun:
 
     synced: list[SyncReport] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (url, error)
+    # This home's agent's events that became invalid meanwhile (``lost_since``).
+    invalidated: list[dict[str, str]] = field(default_factory=list)
 
 
 def log_sync(report: SyncReport) -> None:
@@ -52,6 +55,32 @@ def log_sync(report: SyncReport) -> None:
         report.round_trips,
         report.seconds,
     )
+
+
+async def lost_since(service: PeerService, after: int) -> tuple[int, list[dict[str, str]]]:
+    """The feed's position now, and this home's agent's events invalidated since
+    ``after`` (and invalid still), each logged as a warning.
+
+    A revoked writer learns it this way: the revoke comes with a sync, and the
+    events it wrote outside the cutoff (made offline, say) turn invalid here
+    too. The change feed says which, whoever wrote the change (this sync, a push
+    from a peer, another process on the same home)."""
+    store = service.peer.store
+    until = await service.run(store.last_position)
+    if service.agent is None or until <= after:
+        return until, []
+    agent = service.agent
+    lost = await service.run(lambda: store.invalidated_between(after, until, agent))
+    for e in lost:
+        log.warning(
+            "your event %s (%s in %s) is now invalid: %s: %s",
+            e["id"],
+            e["type"],
+            e["entity"],
+            e["reason"],
+            e["detail"],
+        )
+    return until, lost
 
 
 async def sync_and_record(
@@ -95,6 +124,7 @@ async def sync_all(
     run = SyncRun()
     service = PeerService(peer)
     try:
+        before = await service.run(peer.store.last_position)
         async with ClientPool() as pool:
             for url in urls:
                 outcome = await sync_and_record(service, url, pool, interval)
@@ -102,6 +132,7 @@ async def sync_all(
                     run.failed.append((url, outcome))
                 else:
                     run.synced.append(outcome)
+        _, run.invalidated = await lost_since(service, before)
     finally:
         service.close()
     return run

@@ -26,12 +26,15 @@ __all__ = [
     "AGENT_PREFIX",
     "ENTITY_PREFIX",
     "EVENT_PREFIX",
+    "ID_PREFIXES",
+    "MIN_PREFIX",
     "agent_id",
     "b32decode",
     "b32encode",
     "entity_id",
     "event_id",
     "event_ids",
+    "id_range",
     "parse_agent",
     "parse_entity",
     "parse_event",
@@ -40,6 +43,8 @@ __all__ = [
 AGENT_PREFIX = "ag_"
 ENTITY_PREFIX = "en_"
 EVENT_PREFIX = "ev_"
+ID_PREFIXES = (AGENT_PREFIX, ENTITY_PREFIX, EVENT_PREFIX)
+MIN_PREFIX = 8  # characters after the type prefix that a shortened id must keep
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 # Python's int() reads base 32 with the digits 0-9a-v; translating the RFC 4648
@@ -177,3 +182,19 @@ def event_ids(digests: Sequence[bytes]) -> list[str]:
         text = b32encode(b"\0\0\0".join(block) + b"\0" * (3 + 35 * (_BLOCK - len(block))))
         out += [EVENT_PREFIX + text[i : i + 52] for i in range(0, 56 * len(block), 56)]
     return out
+
+
+def id_range(text: str) -> tuple[bytes, bytes]:
+    """The lowest and highest 32-byte keys whose id body starts with ``text``
+    (the characters after ``ag_``/``en_``/``ev_``, at most 51 of them).
+
+    Each character spells the next 5 bits, most significant first, so every
+    key whose spelling starts with ``text`` lies between ``text``'s bits
+    followed by zeros and followed by ones: one range of the keys in byte order
+    (SQLite compares BLOBs bytewise), which an index answers.
+    """
+    if len(text) > 51 or not _B32_RE.fullmatch(text):
+        raise InvalidIdError(f"an id is lowercase base32 (a-z, 2-7): {text[:80]!r}")
+    free = 256 - 5 * len(text)
+    lo = int(text.translate(_TO_INT_DIGITS), 32) << free if text else 0
+    return lo.to_bytes(32, "big"), (lo | ((1 << free) - 1)).to_bytes(32, "big")

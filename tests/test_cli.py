@@ -295,7 +295,7 @@ COMMANDS = {
     },
     "bundle": {"export", "import"},
     "doc": {"create", "del", "edit", "history", "incr", "push", "set", "show", "text"},
-    "entity": {"create", "list"},
+    "entity": {"create", "list", "name"},
     "flow": {"graph", "parked", "rebuild", "retry", "run", "skip", "status"},
     "peer": {"add", "list", "remove", "run"},
     "quarantine": {"list", "why"},

@@ -116,7 +116,9 @@ def test_an_unknown_event_is_one_line(cascade: tuple[Path, dict[str, str], str])
     home, _, _ = cascade
     missing = "ev_" + "a" * 52
     assert_clean_failure(dizzy(home, "prov", missing, check=False), "no event")
-    assert_clean_failure(dizzy(home, "prov", "nonsense", check=False), "not an event id")
+    assert_clean_failure(
+        dizzy(home, "prov", "nonsense", check=False), "event id must start with 'ev_'"
+    )
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed")

@@ -208,7 +208,8 @@ def test_cli_sync_while_the_daemon_writes_the_same_home(tmp_path: Path, daemons:
     assert_consistent(b / "dizzy.db")
 
     report = json.loads(outputs[-1])
-    assert set(report) == {"synced", "failed"} and report["failed"] == {}
+    assert set(report) == {"synced", "failed", "invalidated"} and report["failed"] == {}
+    assert report["invalidated"] == []
     (synced,) = report["synced"]
     assert set(synced) == {
         "url",

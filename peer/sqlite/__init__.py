@@ -17,6 +17,7 @@ from dizzy.peer.migrations import Component, drop, migrate
 from dizzy.peer.sqlite.connection import connect, translated
 from dizzy.peer.sqlite.feed import FeedRows
 from dizzy.peer.sqlite.log import LogRows
+from dizzy.peer.sqlite.names import NameRows
 from dizzy.peer.sqlite.peers import PeerRows
 from dizzy.peer.sqlite.pending import PendingRows
 from dizzy.peer.sqlite.replication import ReplicationRows
@@ -26,13 +27,14 @@ from dizzy.protocol import StoreError, UsageError
 __all__ = ["SQLiteRecords"]
 
 
-class SQLiteRecords(LogRows, PendingRows, ReplicationRows, SumRows, PeerRows, FeedRows):
+class SQLiteRecords(LogRows, PendingRows, ReplicationRows, SumRows, PeerRows, FeedRows, NameRows):
     """The log in one SQLite file (WAL mode). One thread at a time per instance."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.db = connect(path)
         self.types_written = set()
+        self.agents_written = set()
         self._watch: sqlite3.Connection | None = None
 
     def close(self) -> None:
@@ -54,6 +56,7 @@ class SQLiteRecords(LogRows, PendingRows, ReplicationRows, SumRows, PeerRows, Fe
             self.db.execute("COMMIT")
         except BaseException as exc:
             self.types_written.clear()  # some may have gone with the rollback
+            self.agents_written.clear()
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):

@@ -70,3 +70,16 @@ class FeedRows:
                 )
             )[:limit]
         return [Change(p, k, event_id(e), entity_id(n), t) for p, k, e, n, t in rows]
+
+    def invalidated_between(
+        self, after: int, until: int, author: bytes
+    ) -> list[tuple[bytes, bytes, str, str, str]]:
+        # The feed after a sync is short; its rows are read by the primary key
+        # range, and only the invalidated ones look up their event and verdict.
+        return self.db.execute(
+            "SELECT c.event, c.entity, c.type, v.reason, v.detail FROM changes c"
+            " JOIN events e ON e.id = c.event JOIN verdicts v ON v.id = c.event"
+            " WHERE c.position > ? AND c.position <= ? AND c.kind = 'invalidated' AND e.author = ?"
+            " GROUP BY c.event ORDER BY min(c.position)",
+            (after, until, author),
+        ).fetchall()

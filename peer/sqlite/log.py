@@ -12,7 +12,16 @@ import orjson
 from dizzy.peer.reports import EntityInfo
 from dizzy.peer.sqlite.connection import in_chunks
 from dizzy.peer.sqlite.sums import add_offered, verdict_moves, withheld
-from dizzy.protocol import Event, agent_id, entity_id, event_id, parse_agent, parse_entity
+from dizzy.protocol import (
+    GRANT,
+    Event,
+    InvalidIdError,
+    agent_id,
+    entity_id,
+    event_id,
+    parse_agent,
+    parse_entity,
+)
 
 __all__ = ["LogRows"]
 
@@ -20,9 +29,19 @@ _ROWS_PER_INSERT = 500  # events stored by one INSERT statement
 _VALID = " AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.id = e.id)"
 
 
+def _granted(grant: Event) -> bytes | None:
+    """The key of the agent a grant names (None if it names none: an invalid grant)."""
+    agent = grant.body.data.get("agent")
+    try:
+        return parse_agent(agent) if isinstance(agent, str) else None
+    except InvalidIdError:
+        return None
+
+
 class LogRows:
     db: sqlite3.Connection
     types_written: set[tuple[bytes, str]]  # (entity, type) rows known to be in entity_types
+    agents_written: set[bytes]  # rows known to be in agents
 
     # -- entities ----------------------------------------------------------------
 
@@ -151,6 +170,14 @@ class LogRows:
         if not types <= self.types_written:
             self.db.executemany("INSERT OR IGNORE INTO entity_types VALUES (?, ?)", types)
             self.types_written |= types
+        # The agents a shortened id can name: authors, and those granted a role
+        # (they may not have written yet). Remembered as the types are: a batch
+        # has an author or two, and a row once written is not written again.
+        agents = set(cast(list[bytes], values[2::10]))
+        agents.update(k for e in events if e.type == GRANT and (k := _granted(e)))
+        if not agents <= self.agents_written:
+            self.db.executemany("INSERT OR IGNORE INTO agents VALUES (?)", [(a,) for a in agents])
+            self.agents_written |= agents
         # The range sums move in the same transaction. An event judged invalid
         # before it was stored (admission puts its verdict first) is left out;
         # events made here (no source) are judged before they are signed.
