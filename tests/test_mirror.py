@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from tests.daemons import Daemon, Daemons, dizzy, dizzy_json, events_of_type, make_home, wait_until
+from daemons import Daemon, Daemons, dizzy, dizzy_json, events_of_type, make_home, wait_until
 
 SIZE = 3 << 20
 
