@@ -38,7 +38,7 @@ from dizzy.peer.clock import now_ms
 from dizzy.peer.feed import FeedWaiter
 from dizzy.peer.local import LocalPeer
 from dizzy.peer.mirror import KEEP_FREE, Mirror
-from dizzy.peer.server import make_app
+from dizzy.peer.server import Served, make_app
 from dizzy.peer.service import PeerService
 from dizzy.peer.store import Store
 from dizzy.peer.syncing import DEFAULT_INTERVAL_S, MAX_BACKOFF_S, sync_and_record
@@ -98,8 +98,9 @@ async def serve(
     ``mirror``, the blobs of dataset versions held here are fetched from each
     peer synced with (peer/mirror.py), leaving ``keep_free`` bytes of disk."""
     service = PeerService(peer, relay=relay)
+    served = Served()
     runner = web.AppRunner(
-        make_app(service),
+        make_app(service, served=served),
         access_log=None,
         handler_cancellation=True,
         keepalive_timeout=header_timeout,
@@ -198,7 +199,14 @@ async def serve(
         threads.append(threading.Thread(target=watch, name="dizzy-feed-watch", daemon=True))
     for thread in threads:
         thread.start()
-    tasks = [asyncio.create_task(gossip()), asyncio.create_task(mirroring())]
+
+    async def tell_served() -> None:
+        """Log what peers were served once a minute, even after they stopped asking."""
+        while True:
+            await asyncio.sleep(min(served.every, 5.0))
+            served.flush()
+
+    tasks = [asyncio.create_task(t) for t in (gossip(), mirroring(), tell_served())]
     try:
         await stop.wait()
     finally:
@@ -212,6 +220,7 @@ async def serve(
         for thread in threads:
             await asyncio.to_thread(thread.join)
         await runner.cleanup()
+        served.flush(force=True)
         service.close()
     if failures:
         raise failures[0]
