@@ -74,6 +74,7 @@ def peer_group() -> None:
     "--keep-free",
     default="1GB",
     show_default=True,
+    metavar="SIZE",
     callback=_size,
     help="Mirror a dataset version only if this much disk stays free (bytes, or kB, MB, GB).",
 )
@@ -92,7 +93,8 @@ def peer_run(
 ) -> None:
     """Serve this home's log over HTTP and gossip with known peers.
 
-    Logs each sync (peer, events in and out, rejections) to stderr. New
+    Logs each sync that moved events (peer, events in and out, rejections),
+    what it mirrored, and what it served each peer (a line a minute) to stderr. New
     events (appended here, emitted by a flow, received) are sent to known
     peers at once; every --interval seconds all peers are synced as repair.
     With --flow, the file's handlers and projections run in the daemon, off

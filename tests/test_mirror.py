@@ -9,6 +9,7 @@ version 2 from A alone, once B is gone, is what mirroring decides.
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +26,9 @@ def daemons() -> Iterator[Daemons]:
         yield started
 
 
-def folder(root: Path, seed: int) -> Path:
+def folder(root: Path, seed: int, size: int = SIZE) -> Path:
     root.mkdir()
-    (root / "data.bin").write_bytes(random.Random(seed).randbytes(SIZE))
+    (root / "data.bin").write_bytes(random.Random(seed).randbytes(size))
     (root / "notes.txt").write_text(f"version of seed {seed}\n")
     return root
 
@@ -37,7 +38,7 @@ def files(root: Path) -> dict[str, bytes]:
 
 
 def writer_publishes(
-    tmp_path: Path, daemons: Daemons, *a_args: str
+    tmp_path: Path, daemons: Daemons, *a_args: str, size: int = SIZE
 ) -> tuple[Path, Path, str, str, Daemon, Daemon]:
     """A shares version 1, grants B, B shares version 2 and serves it; A's daemon
     (started with ``a_args``) syncs with B's. (a, c, entity, B's agent, A's daemon, B's)."""
@@ -48,7 +49,7 @@ def writer_publishes(
     da = daemons.start(a, extra=a_args)
     dizzy(b, "follow", entity)
     dizzy(b, "sync", da.url)
-    shared = dizzy_json(b, "share", str(folder(tmp_path / "v2", 2)), "--entity", entity)
+    shared = dizzy_json(b, "share", str(folder(tmp_path / "v2", 2, size)), "--entity", entity)
     assert shared["version"] == 2 and shared["author"] == writer
     db = daemons.start(b)
     dizzy(a, "peer", "add", db.url)
@@ -134,3 +135,25 @@ def test_wrong_bytes_from_the_writer_are_struck_and_not_kept(
     assert sources.get(db.url, 0) >= 1, sources
     assert big.parent.name + big.name not in blob_files(a)
     assert da.running() and da_url
+
+
+def stored(home: Path) -> int:
+    return sum(p.stat().st_size for p in (home / "blobs").rglob("*") if p.is_file())
+
+
+def test_a_mirror_cut_short_resumes_with_what_is_missing(tmp_path: Path, daemons: Daemons) -> None:
+    size = 160 << 20
+    a, c, entity, _, da, db = writer_publishes(tmp_path, daemons, size=size)
+    start = stored(a)
+    wait_until(lambda: stored(a) >= start + (16 << 20), 60, what="some chunks mirrored")
+    da.kill9()  # no cleanup at all
+    had = stored(a) - start
+    assert had < size, "the mirror ended before it could be cut short"
+    again = daemons.start(a)
+    wait_until(lambda: f"whole here now: {entity} version 2" in again.log(), 120, what=again.log())
+    [moved] = re.findall(r"mirror: \d+ blobs, (\d+) bytes", again.log())
+    assert int(moved) <= size - had + (4 << 20), (moved, had)  # only what was missing
+    db.stop()
+    out = tmp_path / "out"
+    fetched = dizzy_json(c, "fetch", entity, "--to", str(out), "--peer", again.url)
+    assert fetched["bytes"] == size + len("version of seed 2\n")
