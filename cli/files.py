@@ -15,6 +15,7 @@ from dizzy.peer.datasets import (
     FetchReport,
     fetch_manifest,
     manifest_of,
+    not_available,
     pick,
     share,
     versions,
@@ -193,6 +194,18 @@ def ls_cmd(peer: LocalPeer, out: Output, entity: str, number: int | None) -> Non
     )
 
 
+def _kept(dest: Path, report: FetchReport) -> str:
+    """What an interrupted fetch leaves in ``dest``, for the next one to resume from."""
+    unfinished = list(dest.glob("**/.*.dizzy-tmp")) if dest.is_dir() else []
+    text = f"the {size(report.fetched_bytes)} fetched are kept"
+    if unfinished:
+        text += (
+            f" (files not finished: {len(unfinished)}, as .NAME.dizzy-tmp in {dest};"
+            " delete them to give up)"
+        )
+    return text + "; the next fetch moves only the chunks still missing"
+
+
 @click.command("fetch")
 @click.argument("entity", type=ENTITY)
 @click.option("--to", "dest", required=True, type=click.Path(file_okay=False, path_type=Path))
@@ -249,22 +262,30 @@ def fetch_cmd(
         )
     version = pick(peer, entity, number)
     report = FetchReport()  # wrong answers are recorded as strikes by the fetch itself
-    manifest = asyncio.run(fetch_manifest(peer, version, peers, report))
-    with _bar(manifest.size, "fetching") as bar:
-        done = asyncio.run(
-            fetch_into(
-                peer,
-                entity,
-                version.event,
-                version.manifest,
-                manifest,
-                dest,
-                peers,
-                bar.update,
-                report,
-                force=force,
+    try:
+        manifest = asyncio.run(fetch_manifest(peer, version, peers, report))
+        with _bar(manifest.size, "fetching") as bar:
+            done = asyncio.run(
+                fetch_into(
+                    peer,
+                    entity,
+                    version.event,
+                    version.manifest,
+                    manifest,
+                    dest,
+                    peers,
+                    bar.update,
+                    report,
+                    force=force,
+                )
             )
-        )
+    except TransportError as exc:
+        raise asyncio.run(not_available(peer, entity, version, peers, exc)) from None
+    except KeyboardInterrupt:
+        again = f"dizzy fetch {entity} --to {dest} --version {version.number}"
+        again += "".join(f" --peer {url}" for url in urls)
+        click.echo(f"dizzy: interrupted: {_kept(dest, report)}; to resume: {again}", err=True)
+        raise SystemExit(130) from None
     info = peer.store.entity(entity)
     creator = info.creator if info else ""
     by = "its creator" if version.author == creator else f"a writer; created by {creator}"

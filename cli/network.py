@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,18 @@ from dizzy.peer.syncing import sync_all
 from dizzy.protocol import UsageError, parse_entity
 
 __all__ = ["follow", "peer_group", "sync"]
+
+
+_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4}
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """A number of bytes, as ``500MB`` or ``2GB`` (1 kB = 1,000 bytes)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", value)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise click.BadParameter(f"{value!r} is not a size such as 500MB or 2GB")
+    return int(match.group(1)) * _UNITS[unit]
 
 
 @click.group("peer")
@@ -51,6 +64,20 @@ def peer_group() -> None:
     help="Run the flows of this file in the daemon (repeatable): events that arrive"
     " by gossip trigger its handlers.",
 )
+@click.option(
+    "--no-mirror",
+    is_flag=True,
+    help="Do not fetch the files (blobs) of the dataset versions this peer holds"
+    " events of: serve only what is here.",
+)
+@click.option(
+    "--keep-free",
+    default="1GB",
+    show_default=True,
+    metavar="SIZE",
+    callback=_size,
+    help="Mirror a dataset version only if this much disk stays free (bytes, or kB, MB, GB).",
+)
 @common
 def peer_run(
     peer: LocalPeer,
@@ -61,14 +88,19 @@ def peer_run(
     interval: float,
     header_timeout: float,
     flowfiles: tuple[Path, ...],
+    no_mirror: bool,
+    keep_free: int,
 ) -> None:
     """Serve this home's log over HTTP and gossip with known peers.
 
-    Logs each sync (peer, events in and out, rejections) to stderr. New
+    Logs each sync that moved events (peer, events in and out, rejections),
+    what it mirrored, and what it served each peer (a line a minute) to stderr. New
     events (appended here, emitted by a flow, received) are sent to known
     peers at once; every --interval seconds all peers are synced as repair.
     With --flow, the file's handlers and projections run in the daemon, off
-    its event loop. Stops cleanly on Ctrl-C or SIGTERM; a restart resumes
+    its event loop. It fetches (mirrors) the files of the dataset versions it
+    holds from the peers it syncs with, and serves them (--no-mirror: not).
+    Stops cleanly on Ctrl-C or SIGTERM; a restart resumes
     where it stopped.
 
     \b
@@ -98,6 +130,8 @@ def peer_run(
             on_ready=ready,
             header_timeout=header_timeout,
             workers=workers,
+            mirror=not no_mirror,
+            keep_free=keep_free,
         )
     )
 

@@ -112,6 +112,12 @@ class BlobStore:
             raise StoreError(f"blob {digest} was damaged on disk and is removed: fetch again")
         return data
 
+    def known(self, digest: str) -> bool:
+        """Is there a copy of the blob here, stored or at a recorded place?
+        Cheap (no bytes read): a place may have changed since, which the
+        daemon finds when it serves the chunk (it answers 404 then)."""
+        return self.has(digest) or bool(self._lookup(digest))
+
     def local(self, digest: str) -> bytes | None:
         """A verified copy of the blob from this home (stored, or at one of its
         places), or None. Copies that no longer match are forgotten on the way."""

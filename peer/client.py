@@ -337,6 +337,15 @@ class Client:
             first=first,
         )
 
+    async def has_blob(self, digest: str) -> bool:
+        """Does the peer hold blob ``digest``? A HEAD request: no bytes of it move.
+        False too if the peer cannot be reached."""
+        try:
+            await self._exchange("HEAD", f"/v1/blobs/{digest}", lambda _: None, cap=1 << 62)
+        except TransportError:
+            return False
+        return True
+
 
 def _plain(exc: BaseException) -> str:
     """An aiohttp failure in a user's words, without its internals."""

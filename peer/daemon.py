@@ -13,6 +13,11 @@ both ways. A failure doubles that peer's back-off, up to ``MAX_BACKOFF_S``;
 a success resets it. State (peers, back-off, counts) is in the log, so a
 restarted daemon resumes where it stopped. SIGINT/SIGTERM stop it cleanly:
 in-flight requests finish, the log is closed.
+
+Mirroring: after each sync with a peer, the blobs of the dataset versions
+held here but not their bytes are fetched from it (peer/mirror.py), in a
+task of their own, so the next peer to fetch a version can have it from here
+whoever published it. ``--no-mirror`` turns it off.
 """
 
 from __future__ import annotations
@@ -32,16 +37,18 @@ from dizzy.peer.client import ClientPool
 from dizzy.peer.clock import now_ms
 from dizzy.peer.feed import FeedWaiter
 from dizzy.peer.local import LocalPeer
-from dizzy.peer.server import HEADER_TIMEOUT_S, make_app
+from dizzy.peer.mirror import KEEP_FREE, Mirror
+from dizzy.peer.server import HEADER_TIMEOUT_S, Served, make_app
 from dizzy.peer.service import PeerService
 from dizzy.peer.store import Store
 from dizzy.peer.syncing import DEFAULT_INTERVAL_S, MAX_BACKOFF_S, lost_since, sync_and_record
-from dizzy.protocol import UsageError
+from dizzy.protocol import DizzyError, UsageError
 
 __all__ = [
     "DEBOUNCE_S",
     "DEFAULT_INTERVAL_S",
     "HEADER_TIMEOUT_S",
+    "KEEP_FREE",
     "MAX_BACKOFF_S",
     "Worker",
     "gossip_round",
@@ -58,11 +65,16 @@ LIVE_POLL_S = 0.02  # how often the feed watcher looks for other connections' co
 Worker = Callable[[threading.Event], object]
 
 
-async def gossip_round(service: PeerService, pool: ClientPool, interval: float) -> None:
+async def gossip_round(service: PeerService, pool: ClientPool, interval: float) -> list[str]:
+    """Sync with each known peer whose back-off has passed; the URLs that synced."""
     now = now_ms()
+    synced = []
     for peer in await service.run(service.peer.store.peers):
         if peer["next_try"] <= now:
-            await sync_and_record(service, peer["url"], pool, interval)
+            outcome = await sync_and_record(service, peer["url"], pool, interval)
+            if not isinstance(outcome, str):
+                synced.append(peer["url"])
+    return synced
 
 
 async def serve(
@@ -76,13 +88,18 @@ async def serve(
     header_timeout: float = HEADER_TIMEOUT_S,
     workers: Sequence[Worker] = (),
     live: bool = True,
+    mirror: bool = True,
+    keep_free: int = KEEP_FREE,
 ) -> None:
     """Serve ``peer`` until SIGINT/SIGTERM; gossip every ``interval`` seconds and,
     if ``live``, at once after each new commit to the log. Each of ``workers`` runs
-    in a thread until the daemon stops; one that fails stops the daemon."""
+    in a thread until the daemon stops; one that fails stops the daemon. With
+    ``mirror``, the blobs of dataset versions held here are fetched from each
+    peer synced with (peer/mirror.py), leaving ``keep_free`` bytes of disk."""
     service = PeerService(peer, relay=relay)
+    served = Served()
     runner = web.AppRunner(
-        make_app(service, header_timeout=header_timeout),
+        make_app(service, header_timeout=header_timeout, served=served),
         access_log=None,
         handler_cancellation=True,
         keepalive_timeout=header_timeout,
@@ -113,6 +130,27 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    mirrors = Mirror(service, keep_free=keep_free)
+    due: dict[str, None] = {}  # peers synced with since their last mirroring, in order
+    mirror_kick = asyncio.Event()
+
+    async def mirroring() -> None:
+        """Mirror from the peers synced with, one at a time, off the gossip loop:
+        a large dataset being mirrored does not hold up the gossip."""
+        async with ClientPool() as pool:
+            while not stop.is_set():
+                await mirror_kick.wait()
+                mirror_kick.clear()
+                while due and not stop.is_set():
+                    url = next(iter(due))
+                    del due[url]
+                    try:
+                        await mirrors.from_peer(pool, url)
+                    except DizzyError as exc:  # the home's own trouble (a full disk): retried
+                        log.warning("mirror from %s stopped: %s", url, exc)
+                    except Exception:  # a fault here must not stop the serving
+                        log.exception("mirror from %s failed", url)
+
     async def gossip() -> None:
         # The feed position up to which this agent's invalidated events were
         # logged: each round logs those since, however they came (a round, a push).
@@ -120,8 +158,11 @@ async def serve(
         async with ClientPool() as pool:
             while not stop.is_set():
                 kick.clear()
-                await gossip_round(service, pool, interval)
+                synced = await gossip_round(service, pool, interval)
                 seen, _ = await lost_since(service, seen)
+                if mirror and synced:
+                    due.update(dict.fromkeys(synced))
+                    mirror_kick.set()
                 timer = interval * random.uniform(0.75, 1.25)
                 waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(kick.wait())]
                 try:
@@ -161,18 +202,28 @@ async def serve(
         threads.append(threading.Thread(target=watch, name="dizzy-feed-watch", daemon=True))
     for thread in threads:
         thread.start()
-    task = asyncio.create_task(gossip())
+
+    async def tell_served() -> None:
+        """Log what peers were served once a minute, even after they stopped asking."""
+        while True:
+            await asyncio.sleep(min(served.every, 5.0))
+            served.flush()
+
+    tasks = [asyncio.create_task(t) for t in (gossip(), mirroring(), tell_served())]
     try:
         await stop.wait()
     finally:
         log.info("stopping")
         halt.set()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for thread in threads:
             await asyncio.to_thread(thread.join)
         await runner.cleanup()
+        served.flush(force=True)
         service.close()
     if failures:
         raise failures[0]

@@ -17,15 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from dizzy.peer.blob_fetch import FetchReport, blob_source
-from dizzy.peer.client import DEADLINES, Client, Deadlines
+from dizzy.peer.client import DEADLINES, Client, ClientPool, Deadlines
 from dizzy.peer.local import LocalPeer
 from dizzy.peer.tree import Progress, fetch_tree
 from dizzy.peer.versions import VERSION_TYPE, version_rows
 from dizzy.protocol import (
     MAX_MANIFEST_BYTES,
+    DizzyError,
     FileEntry,
     Manifest,
     NotFoundError,
+    TransportError,
     UsageError,
     decode_manifest,
     parse_entity,
@@ -40,6 +42,7 @@ __all__ = [
     "fetch_manifest",
     "fetch_tree",
     "manifest_of",
+    "not_available",
     "pick",
     "share",
     "versions",
@@ -211,3 +214,60 @@ async def fetch_manifest(
         async with blob_source(peer, urls, report, deadlines) as source:
             await source.get(version.manifest, 0, receive)
     return manifest_of(peer, version)
+
+
+# Versions looked at, newest first, when a fetch fails to say which it could have.
+LOOKED_AT = 10
+
+
+async def available(
+    peer: LocalPeer, entity: str, urls: list[str], *, skip: str = "", limit: int = LOOKED_AT
+) -> list[Version]:
+    """The versions of ``entity`` (the ``limit`` newest, but ``skip``) whose every
+    blob is here or on one of ``urls``: what a fetch could have instead.
+
+    Asks each peer whether it holds a blob (HEAD: no bytes move), stopping at
+    the first blob of a version that none of them has.
+    """
+    report = FetchReport()
+    found = []
+    async with ClientPool() as pool:
+        clients = [pool.client(url) for url in urls]
+        for version in reversed(versions(peer, entity)[-limit:]):
+            if version.event == skip:
+                continue
+            try:
+                manifest = await fetch_manifest(peer, version, urls, report)
+            except DizzyError:
+                continue
+            for digest in manifest.chunks():
+                if peer.blobs.known(digest):
+                    continue
+                if not any([await c.has_blob(digest) for c in clients]):
+                    break
+            else:
+                found.append(version)
+    return found
+
+
+async def not_available(
+    peer: LocalPeer, entity: str, version: Version, urls: list[str], why: DizzyError
+) -> TransportError:
+    """The error of a fetch of ``version`` that could not get its blobs: who
+    signed it (the peer that has it all is likely theirs), and which versions
+    the peers tried, or this home, do have whole."""
+    info = peer.store.entity(entity)
+    creator = info.creator if info is not None else ""
+    who = "its creator" if version.author == creator else f"a writer; created by {creator}"
+    where = ", ".join(urls) if urls else "this peer"
+    text = (
+        f"version {version.number} of {entity} is not whole on {where}: {why}."
+        f" It was signed by {version.author} ({who}): its author's peer has it."
+    )
+    have = await available(peer, entity, urls, skip=version.event)
+    if have:
+        numbers = ", ".join(str(v.number) for v in have)
+        text += f" Whole there: version {numbers} (fetch one with --version {have[0].number})."
+    else:
+        text += " No other version is whole there either."
+    return TransportError(text)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version
 
 from aiohttp import hdrs, web
 
 from dizzy.peer.admission import MAX_PENDING, PENDING_PER_SOURCE, PENDING_TTL_MS
+from dizzy.peer.blobs import BlobStore
 from dizzy.peer.client import AGENT_HEADER
 from dizzy.peer.clock import now_ms
 from dizzy.peer.service import PeerService
@@ -39,7 +41,7 @@ from dizzy.protocol import (
     parse_agent,
 )
 
-__all__ = ["HEADER_TIMEOUT_S", "make_app"]
+__all__ = ["HEADER_TIMEOUT_S", "SERVED", "SERVED_LOG_S", "Served", "make_app"]
 
 log = logging.getLogger("dizzy.peer")
 # A body must arrive within this time (16 MiB at 140 KB/s); the request head,
@@ -52,6 +54,42 @@ BODY_TIMEOUT = web.AppKey("body_timeout", float)
 HEADER_TIMEOUT = web.AppKey("header_timeout", float)
 _OCTETS = {"Content-Type": "application/octet-stream"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SERVED_LOG_S = 60.0  # at most one line per peer this often about the blobs it was served
+
+
+class Served:
+    """The blobs served to each peer, logged at most once per peer every ``every``
+    seconds: a peer fetching a dataset of a million chunks is one line a minute,
+    not a million."""
+
+    def __init__(self, every: float = SERVED_LOG_S, clock: Callable[[], float] = time.monotonic):
+        self.every = every
+        self._clock = clock
+        self._counts: dict[str, list[int]] = {}  # source -> [blobs, bytes] not logged yet
+        self._since: dict[str, float] = {}  # source -> when its counting began
+
+    def add(self, source: str, size: int) -> None:
+        counts = self._counts.setdefault(source, [0, 0])
+        counts[0] += 1
+        counts[1] += size
+        self._since.setdefault(source, self._clock())
+        self.flush()
+
+    def flush(self, *, force: bool = False) -> None:
+        """Log each peer's counts that are ``every`` seconds old (all of them if ``force``)."""
+        now = self._clock()
+        for source, since in list(self._since.items()):
+            if force or now - since >= self.every:
+                blobs, size = self._counts.pop(source)
+                del self._since[source]
+                log.info(
+                    "served %d blobs, %d bytes to %s in %.0fs", blobs, size, source, now - since
+                )
+
+
+SERVED = web.AppKey("served", Served)
+
+
 # The reason code of an error aiohttp raises itself (an unknown path, a body
 # too slow), for the JSON every error answer carries.
 _REASONS = {
@@ -263,6 +301,16 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     read from its place and checked against its name first; Range requests too."""
     store = request.app[SERVICE].peer.blobs
     digest = request.match_info["blob"]
+    answer = await _blob(request, store, digest)
+    if answer.status in (200, 206) and request.method == "GET":
+        size = answer.content_length
+        if isinstance(answer, web.FileResponse):
+            size = store.path(digest).stat().st_size
+        request.app[SERVED].add(_source(request), size or 0)
+    return answer
+
+
+async def _blob(request: web.Request, store: BlobStore, digest: str) -> web.StreamResponse:
     if store.has(digest):
         path = store.path(digest)
         if not any(name in request.headers for name in _CONDITIONS):
@@ -317,13 +365,15 @@ def make_app(
     *,
     body_timeout: float = BODY_TIMEOUT_S,
     header_timeout: float = HEADER_TIMEOUT_S,
+    served: Served | None = None,
 ) -> web.Application:
     """The API; ``header_timeout`` is the keep-alive the runner is given, reported
-    in /v1/info."""
+    in /v1/info; ``served`` counts the blobs served, for the log."""
     app = web.Application(middlewares=[_errors, _throttle], client_max_size=MAX_PUSH_BYTES + 1024)
     app[SERVICE] = service
     app[BODY_TIMEOUT] = body_timeout
     app[HEADER_TIMEOUT] = header_timeout
+    app[SERVED] = served if served is not None else Served()
     app.router.add_get("/v1/info", info)
     app.router.add_get("/v1/entities", entities)
     app.router.add_post("/v1/reconcile", reconcile)

@@ -45,7 +45,11 @@ class SyncRun:
 
 
 def log_sync(report: SyncReport) -> None:
-    log.info(
+    """One line per sync that moved something; a round that moved nothing only at
+    debug level, so an idle daemon's log stays quiet."""
+    moved = report.received or report.sent or report.rejected or report.pending
+    log.log(
+        logging.INFO if moved else logging.DEBUG,
         "sync %s: in %d, out %d, rejected %d%s, %d requests, %.2fs",
         report.url,
         report.received,

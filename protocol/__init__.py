@@ -7,7 +7,15 @@ This package's public face: dizzy.peer and dizzy.cli import from here, not from
 the modules below, so the modules can move without touching their callers.
 """
 
-from dizzy.protocol.bundle import encode_file, parse_bundle, parse_file, verify_proof
+from dizzy.protocol.bundle import (
+    BlobLine,
+    encode_file,
+    parse_bundle,
+    parse_file,
+    read_blobs,
+    read_file,
+    verify_proof,
+)
 from dizzy.protocol.canonical import MAX_NESTING, MAX_SAFE_INTEGER
 from dizzy.protocol.checked import Checked, check_events
 from dizzy.protocol.documents import (
@@ -181,6 +189,7 @@ __all__ = [
     "AnswerLimitError",
     "BadLinkError",
     "BadSignatureError",
+    "BlobLine",
     "Checked",
     "ConcurrencyError",
     "DizzyError",
@@ -259,6 +268,8 @@ __all__ = [
     "parse_entity",
     "parse_event",
     "parse_file",
+    "read_blobs",
+    "read_file",
     "revoke_data",
     "safe_path",
     "sign_event",

@@ -215,8 +215,10 @@ class Daemons:
         header_timeout: float | None = None,
         relay: bool = False,
         flows: tuple[Path, ...] = (),
+        extra: tuple[str, ...] = (),
     ) -> Daemon:
         args = ["peer", "run", "--home", str(home), "--port", "0", "--interval", str(interval)]
+        args += extra
         for flow in flows:
             args += ["--flow", str(flow)]
         if header_timeout is not None:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -324,6 +325,28 @@ def test_a_fetch_killed_halfway_resumes_with_only_the_missing_chunks(
     # Chunks cut short by the kill (at most four in flight) move again; no other.
     assert again["bytes_fetched"] <= total - before + 4 * (4 << 20), (again, before)
     assert not (out / ".data.bin.dizzy-tmp").exists()
+
+
+def test_ctrl_c_during_a_fetch_says_what_was_kept_and_how_to_resume(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    _a, b, source, entity, da = served(tmp_path, daemons, 96 << 20, seed=8)
+    out = tmp_path / "out"
+    fetch = start_fetch(b, entity, out, da.url)
+    wait_until(lambda: written(out) >= 16 << 20 or fetch.poll() is not None, 60, what="chunks")
+    fetch.send_signal(signal.SIGINT)
+    _, stderr = fetch.communicate(timeout=60)
+    assert fetch.returncode == 130, stderr
+    [line] = stderr.splitlines()  # one line, no traceback
+    assert line.startswith("dizzy: interrupted: the ") and " fetched are kept" in line, line
+    assert f"as .NAME.dizzy-tmp in {out}" in line, line
+    resume = f"to resume: dizzy fetch {entity} --to {out} --version 1 --peer {da.url}"
+    assert line.endswith(resume), line
+    assert (out / ".data.bin.dizzy-tmp").exists() and not (out / "data.bin").exists()
+    before = written(out)
+    again = dizzy_json(b, *resume.split()[3:])  # the command it gave, as it gave it
+    assert tree(out) == tree(source) and again["chunks_reused"] >= 4
+    assert again["bytes_fetched"] <= (96 << 20) - before + 4 * (4 << 20), (again, before)
 
 
 def test_a_peer_killed_halfway_and_the_fetch_finishes_from_another(
