@@ -45,7 +45,7 @@ import orjson
 
 from dizzy.protocol.canonical import MAX_SAFE_INTEGER, check_value
 from dizzy.protocol.errors import RemoteError
-from dizzy.protocol.event import EVENT_CONTEXT, Event, decode_event, signature_checker
+from dizzy.protocol.event import EVENT_CONTEXT, Event, decode_event, verify_many
 from dizzy.protocol.ids import parse_agent, parse_entity
 
 __all__ = ["Checked", "check_events"]
@@ -119,11 +119,11 @@ def _check_part(raws: Sequence[bytes]) -> list[Checked | RemoteError]:
             parsed.append(found)
     if parsed:
         sigs = _b32_many([p[7] for p in parsed], 1, 65, 64)
-        verify = signature_checker()
-        for (index, key, author, entity, type_, parents, depth, _, digest), sig in zip(
-            parsed, sigs, strict=True
+        good = verify_many([p[1] for p in parsed], [EVENT_CONTEXT + p[8] for p in parsed], sigs)
+        for (index, _, author, entity, type_, parents, depth, _, digest), ok in zip(
+            parsed, good, strict=True
         ):
-            if verify(key, EVENT_CONTEXT + digest, sig):
+            if ok:
                 fields = (digest, entity, author, type_, parents, depth, None)
                 results[index] = _tuple(Checked, fields)  # Checked(*fields), minus its __new__
             else:
