@@ -386,23 +386,30 @@ def chain_links(
     they claim to be); None for the others. Pure and cheap to run beside
     ``check_events`` on a pool, so that ``EntityVerifier.add_all`` takes a run of
     a chain at once."""
-    out: list[Verdict | None] = [None] * len(found)
-    for i in range(1, len(found)):
-        before, item = found[i - 1], found[i]
+    out: list[Verdict | None] = []
+    # The event before, if it is what it claims: its printable id, author, entity, depth.
+    last: str | None = None
+    last_author = last_entity = ""
+    last_depth = 0
+    for name, item, key in zip(claimed, found, keys, strict=True):
+        if type(item) is not Checked or item.id != key:
+            out.append(None)
+            last = None
+            continue
+        _, entity, author, type_, parents, depth, event = item
         if (
-            type(item) is Checked
-            and type(before) is Checked
-            and item.event is None
-            and item.parents == (claimed[i - 1],)
-            and item.depth == before.depth + 1
-            and item.author == before.author
-            and item.entity == before.entity
-            and item.id == keys[i]
-            and before.id == keys[i - 1]
+            last is not None
+            and event is None
+            and len(parents) == 1
+            and parents[0] == last
+            and depth == last_depth + 1
+            and author == last_author
+            and entity == last_entity
         ):
-            out[i] = _tuple(
-                Verdict, (claimed[i], True, "ok", "", item.author, item.type, item.depth)
-            )
+            out.append(_tuple(Verdict, (name, True, "ok", "", author, type_, depth)))
+        else:
+            out.append(None)
+        last, last_author, last_entity, last_depth = name, author, entity, depth
     return out
 
 
