@@ -63,20 +63,25 @@ class Checked(NamedTuple):
     event: Event | None  # the whole event when its data counts: a genesis, a grant, a revoke
 
 
-_ID = rb"[a-z2-7]{51}[aq]"
+_ID = rb".{51}[aq]"  # any bytes here: an event id's alphabet is checked after (_B32)
 _KEY = rb".{51}[aq]"  # any bytes here: a key id is checked when first seen (parse_*)
 _INT = rb"(0|[1-9][0-9]{0,15})"
-# The signature is taken by length, its alphabet checked after (``_B32``): a
-# regular expression reads a class of characters one at a time, and most of
-# an event's bytes are its signature and ids.
+# The data: a flat object read to its one closing brace (most data), or else up to
+# the first "}" the rest of the template follows (see _DATA_END).
+_DATA = rb"(\{[^}]*+\}|\{.*?\})"
+# The signature and the parents' ids are taken by length, their alphabet checked
+# after (``_B32``): a regular expression reads a class of characters one at a
+# time, and most of an event's bytes are its signature and ids.
 _TEMPLATE = re.compile(
-    rb'\{"author":"(ag_' + _KEY + rb')","clock":' + _INT + rb',"data":(\{.*?\}),"depth":' + _INT
-    + rb',"entity":"(en_' + _KEY + rb')","parents":\[((?:"ev_' + _ID + rb'",){0,63}"ev_' + _ID
+    rb'\{"author":"(ag_' + _KEY + rb')","clock":' + _INT + rb',"data":' + _DATA
+    + rb',"depth":' + _INT + rb',"entity":"(en_' + _KEY
+    + rb')","parents":\[((?:"ev_' + _ID + rb'",){0,63}"ev_' + _ID
     + rb'")\],"sig":"(.{102}[aiqy])","type":"([A-Za-z][A-Za-z0-9_.:/-]{0,63})","v":1\}',
     re.DOTALL,
 )  # fmt: skip
 _B32 = b"abcdefghijklmnopqrstuvwxyz234567"
-# Only one place where the data can end: the lazy data group then never backtracks.
+# Only one place where the data can end: the data group has one possible end, and
+# the lazy branch never backtracks.
 _DATA_END = b'},"depth":'
 _TEMPLATE_MAX = 4096  # larger events are rare: decode_event reads them
 _SIG_START = len(b',"sig":"')
@@ -161,9 +166,14 @@ def _parse(index: int, raw: bytes, hasher: blake3.blake3) -> _Parsed | None:
         or not 1 <= depth <= MAX_SAFE_INTEGER
     ):
         return None
+    # Without the alphabet, only the template's own marks are left: '"_"' a parent.
     if len(parent_texts) == _ONE_PARENT:
+        if parent_texts.translate(None, _B32) != b'"_"':
+            return None
         parents: tuple[str, ...] = (parent_texts[1:-1].decode("ascii"),)
     else:
+        if parent_texts.translate(None, _B32) != (b'"_",' * ((len(parent_texts) + 1) // 58))[:-1]:
+            return None
         parents = tuple(parent_texts[1:-1].decode("ascii").split('","'))
         if any(a >= b for a, b in pairwise(parents)):
             return None
