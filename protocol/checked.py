@@ -100,7 +100,8 @@ _agents: dict[bytes, tuple[str, bytes]] = {}
 _entities: dict[bytes, tuple[str, bytes]] = {}
 _types: dict[bytes, str] = {}
 
-_Parsed = tuple[int, bytes, str, str, str, tuple[str, ...], int, bytes, bytes]
+_Fields = tuple[bytes, str, str, str, tuple[str, ...], int, None]  # of a Checked
+_Parsed = tuple[bytes, _Fields, bytes]
 _tuple = tuple.__new__
 
 
@@ -115,32 +116,37 @@ def check_events(raws: Sequence[bytes]) -> list[Checked | RemoteError]:
 
 def _check_part(raws: Sequence[bytes]) -> list[Checked | RemoteError]:
     results: list[Checked | RemoteError | None] = []
-    parsed: list[_Parsed] = []
+    # Of the events of the template's form, in order: where they are, their key,
+    # what was signed, the signature (base32), and the Checked they make if it is good.
+    where: list[int] = []
+    keys: list[bytes] = []
+    messages: list[bytes] = []
+    sigs: list[bytes] = []
+    fields: list[_Fields] = []
     hasher = blake3.blake3()  # reset for each event: cheaper than a new one
     for index, raw in enumerate(raws):
-        found = _parse(index, raw, hasher)
+        found = _parse(raw, hasher)
         if found is None:
             results.append(_decoded(raw))
         else:
             results.append(None)
-            parsed.append(found)
-    if parsed:
-        sigs = _b32_many([p[7] for p in parsed], 1, 65, 64)
-        good = verify_many([p[1] for p in parsed], [EVENT_CONTEXT + p[8] for p in parsed], sigs)
-        for (index, _, author, entity, type_, parents, depth, _, digest), ok in zip(
-            parsed, good, strict=True
-        ):
-            if ok:
-                fields = (digest, entity, author, type_, parents, depth, None)
-                results[index] = _tuple(Checked, fields)  # Checked(*fields), minus its __new__
-            else:
-                results[index] = _decoded(raws[index])  # decode_event says why
+            where.append(index)
+            keys.append(found[0])
+            messages.append(EVENT_CONTEXT + found[1][0])
+            sigs.append(found[2])
+            fields.append(found[1])
+    if where:
+        good = verify_many(keys, messages, _b32_many(sigs, 1, 65, 64))
+        for index, ok, checked in zip(where, good, fields, strict=True):
+            # Checked(*checked), minus its __new__; decode_event says why not.
+            results[index] = _tuple(Checked, checked) if ok else _decoded(raws[index])
     return [r for r in results if r is not None]
 
 
-def _parse(index: int, raw: bytes, hasher: blake3.blake3) -> _Parsed | None:
-    """The parts of ``raw`` if it has the template's form and passes every check
-    but the signature's; None sends it to ``decode_event``."""
+def _parse(raw: bytes, hasher: blake3.blake3) -> _Parsed | None:
+    """The author's key, the fields of its Checked and the signature (base32) of
+    ``raw`` if it has the template's form and passes every check but the
+    signature's; None sends it to ``decode_event``."""
     if type(raw) is not bytes or len(raw) > _TEMPLATE_MAX or raw.count(_DATA_END) != 1:
         return None
     match = _TEMPLATE.fullmatch(raw)
@@ -180,8 +186,7 @@ def _parse(index: int, raw: bytes, hasher: blake3.blake3) -> _Parsed | None:
     start, end = match.span(7)
     hasher.reset()
     hasher.update(raw[: start - _SIG_START] + raw[end + 1 :])
-    digest = hasher.digest()
-    return index, key, author, entity, type_, parents, depth, sig, digest
+    return key, (hasher.digest(), entity, author, type_, parents, depth, None), sig
 
 
 def _plain(value: object, data: bytes) -> bool:
