@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from dizzy.protocol.checked import Checked, check_events
 from dizzy.protocol.errors import RemoteError
@@ -220,18 +220,19 @@ class EntityVerifier:
                         end = i + 1
                         while end < count and links[end] is not None:
                             end += 1
-                        run = [f for f in found[i:end] if isinstance(f, Checked)]  # all
+                        # Each of them Checked and filed under its id: keys[j] is found[j].id.
+                        ids = cast(Sequence[bytes], keys)
                         keep(previous.values())
-                        if len(run) == 1:
+                        if end - i == 1:
                             previous = current
                         else:
                             keep(current.values())
-                            keep(f.id for f in run[:-2])
-                            previous = {claimed[end - 2]: run[-2].id}
-                        current = {claimed[end - 1]: run[-1].id}
-                        out += [v for v in links[i:end] if v is not None]  # all
-                        good += len(run)
-                        depth_now = run[-1].depth
+                            keep(ids[i : end - 2])
+                            previous = {claimed[end - 2]: ids[end - 2]}
+                        current = {claimed[end - 1]: ids[end - 1]}
+                        out += cast(Sequence[Verdict], links[i:end])
+                        good += end - i
+                        depth_now = cast(Checked, found[end - 1]).depth
                         i = end
                     continue
             self._depth, self._current, self._previous = depth_now, current, previous
