@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from dizzy.protocol import InvalidIdError, NonCanonicalError, canonical
+from dizzy.protocol import InvalidIdError, NonCanonicalError, canonical, event
 from dizzy.protocol.event import (
     signature_checker,
     verify_detached,
@@ -62,7 +62,11 @@ def test_wycheproof_all_151_cases_get_the_expected_verdict(
     keys = [key for key, _ in cases]
     msgs = [bytes.fromhex(t["msg"]) for _, t in cases]
     sigs = [bytes.fromhex(t["sig"]) for _, t in cases]
-    assert list(verify_many(keys, msgs, sigs)) == [t["result"] == "valid" for _, t in cases]
+    expected_all = bytes(t["result"] == "valid" for _, t in cases)
+    assert verify_many(keys, msgs, sigs) == expected_all
+    with pytest.MonkeyPatch.context() as patch:  # without the C module: one call per check
+        patch.setattr(event, "_sigbatch", None)
+        assert verify_many(keys, msgs, sigs) == expected_all
     verdicts = [t["result"] for _, t in cases]
     assert (verdicts.count("valid"), verdicts.count("invalid")) == (88, 63)
     assert "acceptable" not in verdicts
@@ -124,6 +128,10 @@ def test_speccheck_gets_libsodiums_verdicts(load_vector: Callable[[str], Any]) -
         )
     ]
     assert accepted == SPECCHECK_ACCEPTED
+    many = verify_many(
+        *([bytes.fromhex(case[f]) for case in cases] for f in ("pub_key", "message", "signature"))
+    )
+    assert [i for i, ok in enumerate(many) if ok] == SPECCHECK_ACCEPTED
 
 
 def test_speccheck_no_case_is_accepted_under_an_id(load_vector: Callable[[str], Any]) -> None:
