@@ -28,9 +28,10 @@ outcome for every input is ``decode_event``'s, errors and messages included
 (tests/test_checked.py compares both on mutated events).
 
 Signatures are decoded from base32 sixteen at a time (one integer each), and
-each is checked as soon as its part of the events is parsed:
-libsodium releases the GIL, so the threads of a pool take turns between
-Python and signatures instead of waiting for each other.
+the sixteen are checked as soon as their part of the events is parsed, in
+one call that releases the GIL for all of them (``verify_many``): the
+threads of a pool take turns between Python and signatures instead of
+waiting for each other at every event.
 """
 
 from __future__ import annotations
