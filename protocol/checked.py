@@ -28,9 +28,10 @@ outcome for every input is ``decode_event``'s, errors and messages included
 (tests/test_checked.py compares both on mutated events).
 
 Signatures are decoded from base32 sixteen at a time (one integer each), and
-each is checked as soon as its part of the events is parsed:
-libsodium releases the GIL, so the threads of a pool take turns between
-Python and signatures instead of waiting for each other.
+the sixteen are checked as soon as their part of the events is parsed, in
+one call that releases the GIL for all of them (``verify_many``): the
+threads of a pool take turns between Python and signatures instead of
+waiting for each other at every event.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import orjson
 
 from dizzy.protocol.canonical import MAX_SAFE_INTEGER, check_value
 from dizzy.protocol.errors import RemoteError
-from dizzy.protocol.event import EVENT_CONTEXT, Event, decode_event, signature_checker
+from dizzy.protocol.event import EVENT_CONTEXT, Event, decode_event, verify_many
 from dizzy.protocol.ids import parse_agent, parse_entity
 
 __all__ = ["Checked", "check_events"]
@@ -63,23 +64,29 @@ class Checked(NamedTuple):
     event: Event | None  # the whole event when its data counts: a genesis, a grant, a revoke
 
 
-_ID = rb"[a-z2-7]{51}[aq]"
+_ID = rb".{51}[aq]"  # any bytes here: an event id's alphabet is checked after (_B32)
 _KEY = rb".{51}[aq]"  # any bytes here: a key id is checked when first seen (parse_*)
 _INT = rb"(0|[1-9][0-9]{0,15})"
-# The signature is taken by length, its alphabet checked after (``_B32``): a
-# regular expression reads a class of characters one at a time, and most of
-# an event's bytes are its signature and ids.
+# The data: a flat object read to its one closing brace (most data), or else up to
+# the first "}" the rest of the template follows (see _DATA_END).
+_DATA = rb"(\{[^}]*+\}|\{.*?\})"
+# The signature and the parents' ids are taken by length, their alphabet checked
+# after (``_B32``): a regular expression reads a class of characters one at a
+# time, and most of an event's bytes are its signature and ids.
 _TEMPLATE = re.compile(
-    rb'\{"author":"(ag_' + _KEY + rb')","clock":' + _INT + rb',"data":(\{.*?\}),"depth":' + _INT
-    + rb',"entity":"(en_' + _KEY + rb')","parents":\[((?:"ev_' + _ID + rb'",){0,63}"ev_' + _ID
+    rb'\{"author":"(ag_' + _KEY + rb')","clock":' + _INT + rb',"data":' + _DATA
+    + rb',"depth":' + _INT + rb',"entity":"(en_' + _KEY
+    + rb')","parents":\[((?:"ev_' + _ID + rb'",){0,63}"ev_' + _ID
     + rb'")\],"sig":"(.{102}[aiqy])","type":"([A-Za-z][A-Za-z0-9_.:/-]{0,63})","v":1\}',
     re.DOTALL,
 )  # fmt: skip
 _B32 = b"abcdefghijklmnopqrstuvwxyz234567"
-# Only one place where the data can end: the lazy data group then never backtracks.
+# Only one place where the data can end: the data group has one possible end, and
+# the lazy branch never backtracks.
 _DATA_END = b'},"depth":'
 _TEMPLATE_MAX = 4096  # larger events are rare: decode_event reads them
 _SIG_START = len(b',"sig":"')
+_ONE_PARENT = len(b'"ev_"') + 52  # the parents part of an event with one parent
 # int() reads base 32 with the digits 0-9a-v (as ids.py does for one id).
 _TO_INT_DIGITS = bytes.maketrans(
     b"abcdefghijklmnopqrstuvwxyz234567", b"0123456789abcdefghijklmnopqrstuv"
@@ -94,7 +101,8 @@ _agents: dict[bytes, tuple[str, bytes]] = {}
 _entities: dict[bytes, tuple[str, bytes]] = {}
 _types: dict[bytes, str] = {}
 
-_Parsed = tuple[int, bytes, str, str, str, tuple[str, ...], int, bytes, bytes]
+_Fields = tuple[bytes, str, str, str, tuple[str, ...], int, None]  # of a Checked
+_Parsed = tuple[bytes, _Fields, bytes]
 _tuple = tuple.__new__
 
 
@@ -109,31 +117,37 @@ def check_events(raws: Sequence[bytes]) -> list[Checked | RemoteError]:
 
 def _check_part(raws: Sequence[bytes]) -> list[Checked | RemoteError]:
     results: list[Checked | RemoteError | None] = []
-    parsed: list[_Parsed] = []
+    # Of the events of the template's form, in order: where they are, their key,
+    # what was signed, the signature (base32), and the Checked they make if it is good.
+    where: list[int] = []
+    keys: list[bytes] = []
+    messages: list[bytes] = []
+    sigs: list[bytes] = []
+    fields: list[_Fields] = []
+    hasher = blake3.blake3()  # reset for each event: cheaper than a new one
     for index, raw in enumerate(raws):
-        found = _parse(index, raw)
+        found = _parse(raw, hasher)
         if found is None:
             results.append(_decoded(raw))
         else:
             results.append(None)
-            parsed.append(found)
-    if parsed:
-        sigs = _b32_many([p[7] for p in parsed], 1, 65, 64)
-        verify = signature_checker()
-        for (index, key, author, entity, type_, parents, depth, _, digest), sig in zip(
-            parsed, sigs, strict=True
-        ):
-            if verify(key, EVENT_CONTEXT + digest, sig):
-                fields = (digest, entity, author, type_, parents, depth, None)
-                results[index] = _tuple(Checked, fields)  # Checked(*fields), minus its __new__
-            else:
-                results[index] = _decoded(raws[index])  # decode_event says why
+            where.append(index)
+            keys.append(found[0])
+            messages.append(EVENT_CONTEXT + found[1][0])
+            sigs.append(found[2])
+            fields.append(found[1])
+    if where:
+        good = verify_many(keys, messages, _b32_many(sigs, 1, 65, 64))
+        for index, ok, checked in zip(where, good, fields, strict=True):
+            # Checked(*checked), minus its __new__; decode_event says why not.
+            results[index] = _tuple(Checked, checked) if ok else _decoded(raws[index])
     return [r for r in results if r is not None]
 
 
-def _parse(index: int, raw: bytes) -> _Parsed | None:
-    """The parts of ``raw`` if it has the template's form and passes every check
-    but the signature's; None sends it to ``decode_event``."""
+def _parse(raw: bytes, hasher: blake3.blake3) -> _Parsed | None:
+    """The author's key, the fields of its Checked and the signature (base32) of
+    ``raw`` if it has the template's form and passes every check but the
+    signature's; None sends it to ``decode_event``."""
     if type(raw) is not bytes or len(raw) > _TEMPLATE_MAX or raw.count(_DATA_END) != 1:
         return None
     match = _TEMPLATE.fullmatch(raw)
@@ -155,16 +169,25 @@ def _parse(index: int, raw: bytes) -> _Parsed | None:
     if (
         type_ is None
         or orjson.dumps(value, option=_SORT) != data
-        or int(clock) > MAX_SAFE_INTEGER
+        or (len(clock) == 16 and int(clock) > MAX_SAFE_INTEGER)  # 2**53-1 has 16 digits
         or not 1 <= depth <= MAX_SAFE_INTEGER
     ):
         return None
-    parents = tuple(parent_texts[1:-1].decode("ascii").split('","'))
-    if len(parents) > 1 and any(a >= b for a, b in pairwise(parents)):
-        return None
+    # Without the alphabet, only the template's own marks are left: '"_"' a parent.
+    if len(parent_texts) == _ONE_PARENT:
+        if parent_texts.translate(None, _B32) != b'"_"':
+            return None
+        parents: tuple[str, ...] = (parent_texts[1:-1].decode("ascii"),)
+    else:
+        if parent_texts.translate(None, _B32) != (b'"_",' * ((len(parent_texts) + 1) // 58))[:-1]:
+            return None
+        parents = tuple(parent_texts[1:-1].decode("ascii").split('","'))
+        if any(a >= b for a, b in pairwise(parents)):
+            return None
     start, end = match.span(7)
-    digest = blake3.blake3(raw[: start - _SIG_START] + raw[end + 1 :]).digest()
-    return index, key, author, entity, type_, parents, depth, sig, digest
+    hasher.reset()
+    hasher.update(raw[: start - _SIG_START] + raw[end + 1 :])
+    return key, (hasher.digest(), entity, author, type_, parents, depth, None), sig
 
 
 def _plain(value: object, data: bytes) -> bool:

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from dizzy.protocol.checked import Checked, check_events
 from dizzy.protocol.errors import RemoteError
@@ -220,18 +220,19 @@ class EntityVerifier:
                         end = i + 1
                         while end < count and links[end] is not None:
                             end += 1
-                        run = [f for f in found[i:end] if isinstance(f, Checked)]  # all
+                        # Each of them Checked and filed under its id: keys[j] is found[j].id.
+                        ids = cast(Sequence[bytes], keys)
                         keep(previous.values())
-                        if len(run) == 1:
+                        if end - i == 1:
                             previous = current
                         else:
                             keep(current.values())
-                            keep(f.id for f in run[:-2])
-                            previous = {claimed[end - 2]: run[-2].id}
-                        current = {claimed[end - 1]: run[-1].id}
-                        out += [v for v in links[i:end] if v is not None]  # all
-                        good += len(run)
-                        depth_now = run[-1].depth
+                            keep(ids[i : end - 2])
+                            previous = {claimed[end - 2]: ids[end - 2]}
+                        current = {claimed[end - 1]: ids[end - 1]}
+                        out += cast(Sequence[Verdict], links[i:end])
+                        good += end - i
+                        depth_now = cast(Checked, found[end - 1]).depth
                         i = end
                     continue
             self._depth, self._current, self._previous = depth_now, current, previous
@@ -386,23 +387,30 @@ def chain_links(
     they claim to be); None for the others. Pure and cheap to run beside
     ``check_events`` on a pool, so that ``EntityVerifier.add_all`` takes a run of
     a chain at once."""
-    out: list[Verdict | None] = [None] * len(found)
-    for i in range(1, len(found)):
-        before, item = found[i - 1], found[i]
+    out: list[Verdict | None] = []
+    # The event before, if it is what it claims: its printable id, author, entity, depth.
+    last: str | None = None
+    last_author = last_entity = ""
+    last_depth = 0
+    for name, item, key in zip(claimed, found, keys, strict=True):
+        if type(item) is not Checked or item.id != key:
+            out.append(None)
+            last = None
+            continue
+        _, entity, author, type_, parents, depth, event = item
         if (
-            type(item) is Checked
-            and type(before) is Checked
-            and item.event is None
-            and item.parents == (claimed[i - 1],)
-            and item.depth == before.depth + 1
-            and item.author == before.author
-            and item.entity == before.entity
-            and item.id == keys[i]
-            and before.id == keys[i - 1]
+            last is not None
+            and event is None
+            and len(parents) == 1
+            and parents[0] == last
+            and depth == last_depth + 1
+            and author == last_author
+            and entity == last_entity
         ):
-            out[i] = _tuple(
-                Verdict, (claimed[i], True, "ok", "", item.author, item.type, item.depth)
-            )
+            out.append(_tuple(Verdict, (name, True, "ok", "", author, type_, depth)))
+        else:
+            out.append(None)
+        last, last_author, last_entity, last_depth = name, author, entity, depth
     return out
 
 

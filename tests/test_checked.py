@@ -95,6 +95,17 @@ def test_parents_unsorted_repeated_or_too_many() -> None:
         assert checked(found) == outcome(raw)
 
 
+@pytest.mark.parametrize("byte", [b"A", b"1", b"8", b'"', b"_", b",", b"\xc3", b"\\", b"]", b"q"])
+def test_a_parent_id_spelled_outside_its_alphabet(byte: bytes) -> None:
+    # The template takes the parents' ids by length and checks their alphabet after.
+    for event in (E1, MERGE):
+        for parent in (p.encode() for p in event.parents):
+            for at in (0, 3, 4, 30, len(parent) - 2, len(parent) - 1):
+                raw = event.raw.replace(parent, parent[:at] + byte + parent[at + 1 :])
+                [found] = check_events([raw])
+                assert checked(found) == outcome(raw)
+
+
 def test_not_bytes_or_too_big() -> None:
     huge = orjson.dumps({**orjson.loads(E1.raw), "data": {"x": "y" * 70_000}})
     items: list[bytes] = [huge, b"", b"{}", b"[]", b"\xff", E1.raw + b" "]

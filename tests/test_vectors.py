@@ -16,8 +16,13 @@ from typing import Any
 import orjson
 import pytest
 
-from dizzy.protocol import InvalidIdError, NonCanonicalError, canonical
-from dizzy.protocol.event import signature_checker, verify_detached, verify_signature
+from dizzy.protocol import InvalidIdError, NonCanonicalError, canonical, event
+from dizzy.protocol.event import (
+    signature_checker,
+    verify_detached,
+    verify_many,
+    verify_signature,
+)
 from dizzy.protocol.ids import agent_id, entity_id, parse_agent, parse_entity
 
 # -- Wycheproof Ed25519 -------------------------------------------------------------------
@@ -53,6 +58,15 @@ def test_wycheproof_all_151_cases_get_the_expected_verdict(
         ):
             wrong.append(test["tcId"])
     assert wrong == []
+    # And all at once, the way check_events checks a batch.
+    keys = [key for key, _ in cases]
+    msgs = [bytes.fromhex(t["msg"]) for _, t in cases]
+    sigs = [bytes.fromhex(t["sig"]) for _, t in cases]
+    expected_all = bytes(t["result"] == "valid" for _, t in cases)
+    assert verify_many(keys, msgs, sigs) == expected_all
+    with pytest.MonkeyPatch.context() as patch:  # without the C module: one call per check
+        patch.setattr(event, "_sigbatch", None)
+        assert verify_many(keys, msgs, sigs) == expected_all
     verdicts = [t["result"] for _, t in cases]
     assert (verdicts.count("valid"), verdicts.count("invalid")) == (88, 63)
     assert "acceptable" not in verdicts
@@ -86,6 +100,9 @@ def test_verifier_refuses_wrong_lengths_instead_of_raising() -> None:
     checker = signature_checker()
     assert checker(key, b"", sig) and checker(key, b"x" * 5000, sig) is False
     assert not checker(key, b"", sig[:63]) and not checker(key[:31], b"", sig)
+    many = verify_many([key, key, key, key[:31], key], [b"", b"x" * 5000, b"", b"", b""],
+                       [sig, sig, sig[:63], sig, sig + b"\x00"])  # fmt: skip
+    assert many == b"\x01\x00\x00\x00\x00" and verify_many([], [], []) == b""
 
 
 # -- Ed25519 speccheck ("Taming the many EdDSAs") ------------------------------------------
@@ -111,6 +128,10 @@ def test_speccheck_gets_libsodiums_verdicts(load_vector: Callable[[str], Any]) -
         )
     ]
     assert accepted == SPECCHECK_ACCEPTED
+    many = verify_many(
+        *([bytes.fromhex(case[f]) for case in cases] for f in ("pub_key", "message", "signature"))
+    )
+    assert [i for i, ok in enumerate(many) if ok] == SPECCHECK_ACCEPTED
 
 
 def test_speccheck_no_case_is_accepted_under_an_id(load_vector: Callable[[str], Any]) -> None:
