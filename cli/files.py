@@ -248,7 +248,17 @@ def fetch_cmd(
     peers = [check_url(u) for u in urls] or [p["url"] for p in peer.store.peers()]
     if not offline and peers:
         peer.store.follow(entity)
-        run = asyncio.run(sync_all(peer, peers))
+        try:
+            run = asyncio.run(sync_all(peer, peers))
+        except KeyboardInterrupt:
+            # Each batch of events a sync stores is whole: what came is kept.
+            click.echo(
+                "dizzy: interrupted while bringing the dataset up to date from its peers;"
+                " no file was fetched. Run the command again (--offline fetches the"
+                " version known here without asking the peers)",
+                err=True,
+            )
+            raise SystemExit(130) from None
         if peer.store.entity(entity) is None and run.failed:
             raise TransportError(
                 f"could not get {entity}: "

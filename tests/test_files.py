@@ -8,6 +8,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 from daemons import Daemon, Daemons, dizzy, dizzy_json, make_home, wait_until
+from helpers import agent, genesis
 
 from dizzy.peer import LocalPeer
 from dizzy.peer.datasets import fetch_tree, manifest_of, pick
@@ -347,6 +349,36 @@ def test_ctrl_c_during_a_fetch_says_what_was_kept_and_how_to_resume(
     again = dizzy_json(b, *resume.split()[3:])  # the command it gave, as it gave it
     assert tree(out) == tree(source) and again["chunks_reused"] >= 4
     assert again["bytes_fetched"] <= (96 << 20) - before + 4 * (4 << 20), (again, before)
+
+
+def test_ctrl_c_while_a_fetch_syncs_first_says_nothing_was_fetched(tmp_path: Path) -> None:
+    # A peer that accepts and never answers: the fetch is still in its sync step.
+    home = make_home(tmp_path / "b")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        entity = genesis(agent("alice"), "dataset").entity  # not held here
+        fetch = start_fetch(home, entity, tmp_path / "out", url)
+        wait_until(
+            lambda: fetch.poll() is not None or _accepted(silent), 30, what="a first request"
+        )
+        fetch.send_signal(signal.SIGINT)
+        _, stderr = fetch.communicate(timeout=60)
+    assert fetch.returncode == 130, stderr
+    [line] = stderr.splitlines()  # one line, no traceback
+    assert "interrupted while bringing the dataset up to date" in line, line
+    assert "no file was fetched" in line and "--offline" in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def _accepted(listener: socket.socket) -> bool:
+    listener.settimeout(0.05)
+    try:
+        listener.accept()[0].detach()  # left open, unanswered
+    except TimeoutError:
+        return False
+    return True
 
 
 def test_a_peer_killed_halfway_and_the_fetch_finishes_from_another(
