@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from dizzy.peer.client import DEADLINES, Client, ClientPool, Deadlines
 from dizzy.peer.local import LocalPeer
-from dizzy.protocol import AnswerLimitError, RemoteError, TransportError
+from dizzy.protocol import MAX_CHUNK_BYTES, AnswerLimitError, RemoteError, TransportError
 
 __all__ = ["BlobSource", "FetchReport", "Receive", "blob_source", "receive_blob"]
 
@@ -84,13 +84,16 @@ class BlobSource:
         self.strikes.clear()
 
 
-def receive_blob(peer: LocalPeer, digest: str, size: int) -> Receive:
-    """Fetch a whole blob of ``size`` bytes (no more is read) into the home's blob
-    store, if its bytes hash to ``digest``: MalformedError, a strike, if not."""
+def receive_blob(
+    peer: LocalPeer, digest: str, size: int | None, *, limit: int = MAX_CHUNK_BYTES
+) -> Receive:
+    """Fetch a whole blob of ``size`` bytes (no more is read), or of at most
+    ``limit`` bytes if its size is not known, into the home's blob store, if its
+    bytes hash to ``digest``: MalformedError, a strike, if not."""
 
     async def receive(client: Client) -> int:
         parts: list[bytes] = []
-        got = await client.blob(digest, parts.append, size=size)
+        got = await client.blob(digest, parts.append, size=size, limit=limit)
         await asyncio.to_thread(peer.blobs.put, b"".join(parts), digest)
         return got
 

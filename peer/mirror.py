@@ -18,8 +18,8 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 
-from dizzy.peer.blob_fetch import BlobSource, FetchReport, Receive, receive_blob
-from dizzy.peer.client import Client, ClientPool
+from dizzy.peer.blob_fetch import BlobSource, FetchReport, receive_blob
+from dizzy.peer.client import ClientPool
 from dizzy.peer.datasets import Version, versions
 from dizzy.peer.local import LocalPeer
 from dizzy.peer.service import PeerService
@@ -107,7 +107,8 @@ class Mirror:
         store = self.peer.blobs
         try:
             if not await asyncio.to_thread(store.has, version.manifest):
-                await source.get(version.manifest, 0, _manifest(self.peer, version.manifest))
+                receive = receive_blob(self.peer, version.manifest, None, limit=MAX_MANIFEST_BYTES)
+                await source.get(version.manifest, 0, receive)
             manifest = decode_manifest(
                 await asyncio.to_thread(store.read_verified, version.manifest)
             )
@@ -132,19 +133,6 @@ class Mirror:
         finally:
             await asyncio.to_thread(store.sync)
         return None
-
-
-def _manifest(peer: LocalPeer, digest: str) -> Receive:
-    """Receive a manifest (at most MAX_MANIFEST_BYTES) into the blob store, if it
-    hashes to its name."""
-
-    async def receive(client: Client) -> int:
-        parts: list[bytes] = []
-        got = await client.blob(digest, parts.append, limit=MAX_MANIFEST_BYTES)
-        await asyncio.to_thread(peer.blobs.put, b"".join(parts), digest)
-        return got
-
-    return receive
 
 
 def _missing(peer: LocalPeer, manifest: Manifest) -> dict[str, int]:
