@@ -65,6 +65,9 @@ class Context:
         self.ops: list[Emit | Create] = []
         self.violation: tuple[str, str] | None = None  # (reason, detail): park, do not retry
         self._store = store
+        # Called before the log is read: the runner stores the answers of the batch
+        # so far, so that the handler sees them as if each had been committed alone.
+        self.before_read: Callable[[], None] | None = None
 
     @property
     def flow(self) -> str:
@@ -126,6 +129,7 @@ class Context:
         It reads the log as committed: what this handler emitted so far in this
         step is not in it yet.
         """
+        self._read()
         state = initial
         for event in self._store.events(entity):
             state = fold(state, flow_event(event, self.step.flow.schemas))
@@ -133,7 +137,12 @@ class Context:
 
     def heads(self, entity: str | None = None) -> list[str]:
         """The entity's current heads (to pass as ``expect_heads``)."""
+        self._read()
         return self._store.heads(self.event.entity if entity is None else entity)
+
+    def _read(self) -> None:
+        if self.before_read is not None:
+            self.before_read()
 
     def _refuse(self, reason: str, detail: str) -> None:
         """Stop the handler: the event is parked with ``reason``, without retries.

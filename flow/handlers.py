@@ -3,16 +3,24 @@ emitted together with the advance of its position (docs/flows.md#exactly-once).
 
 The function runs without the write lock, so a slow handler (one that calls
 a payment service) does not stop the daemon from storing what peers send.
-Its emits are then appended in one transaction that first checks, under the
-lock, that the position is where it was read, that the log holds no answer
-of this agent to the event yet (the causes index, caught up in the same
+The answers to a batch of queue entries are then stored in one transaction
+that first checks, under the lock, that the position is where it was read,
+and for each entry, in queue order, that the log holds no answer of this
+agent to the event yet (the causes index, caught up in the same
 transaction) and that the event is still valid. A crash before the commit
-leaves nothing; after it, everything, and the position past the event.
+leaves nothing; after it, every answer of the batch, and the position past
+its last entry.
+
+When one answer of a batch cannot be stored (the agent may not write where
+it emitted, expected heads moved), the transaction stores none of them, and
+the batch is stored again one answer per transaction, so that only that one
+is retried or parked.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from dizzy.flow import index, tables
 from dizzy.flow.cause import CAUSE_KEY, Cause
@@ -35,6 +43,25 @@ from dizzy.protocol import (
 
 __all__ = ["HandlerWorker"]
 
+# What storing an answer can raise that is about this answer alone.
+ANSWER_ERRORS = (ForbiddenError, ConcurrencyError, UsageError, NotFoundError)
+
+
+@dataclass(slots=True)
+class Answer:
+    """A queue entry as it stands after the handler ran (or was not run) for it."""
+
+    item: Item
+    event: Event | None = None  # None: decided not to run
+    ctx: Context | None = None
+    park: tuple[str, str, str | None] | None = None  # (reason, error, traceback): park at once
+    error: Exception | None = None  # the handler raised: retry after a back-off
+
+    @property
+    def stops(self) -> bool:
+        """Whether the entry ends the batch: it is parked or retried on its own."""
+        return self.park is not None or self.error is not None
+
 
 class HandlerWorker(Worker):
     @property
@@ -42,7 +69,19 @@ class HandlerWorker(Worker):
         assert isinstance(self.step, Handler)
         return self.step
 
+    # The state of one round (step_once): answers run and not stored yet, what
+    # flushes stored, and whether a flush found the queue taken by another runner.
+    _pending: list[Answer]
+    _flushed: Counts
+    _lost: bool
+
     def step_once(self) -> Counts:
+        self._pending, self._flushed, self._lost = [], Counts(), False
+        counts = self._round()
+        counts += self._flushed
+        return counts
+
+    def _round(self) -> Counts:
         counts = Counts()
         if time.monotonic() < self.due:
             return counts
@@ -51,11 +90,32 @@ class HandlerWorker(Worker):
         if tables.causes_cursor(self.store.records) < self.store.last_position():
             with self.store.transaction() as tx:
                 index.catch_up(tx)
-        for item in self.items():
-            one, go_on = self._one(item)
+        items = self.items()
+        if items and items[0].parked:  # retries asked for: rare, one at a time
+            for item in items:
+                one, go_on = self._one_by_one([self._prepare(item, [])])
+                counts += one
+                if not go_on:
+                    break
+            return counts
+        for item in items:
+            answer = self._prepare(item, self._pending)
+            if self._lost:  # a flush (below) found the queue taken: drop the work
+                return counts
+            if not answer.stops:
+                self._pending.append(answer)
+                continue
+            one, ok = self._store_batch(self._pending)
+            counts += one
+            self._pending = []
+            if not ok:
+                return counts
+            one, go_on = self._stop(answer)
             counts += one
             if not go_on:
-                break
+                return counts
+        counts += self._store_batch(self._pending)[0]
+        self._pending = []
         return counts
 
     # -- decisions --------------------------------------------------------------------
@@ -74,75 +134,153 @@ class HandlerWorker(Worker):
             return "duplicate", None
         return super().before_run(records, item)
 
-    # -- one entry --------------------------------------------------------------------
+    # -- running ----------------------------------------------------------------------
 
-    def _one(self, item: Item) -> tuple[Counts, bool]:
-        """Handle one entry; the flag says whether to go on with the next one."""
+    def _prepare(self, item: Item, earlier: list[Answer]) -> Answer:
+        """Decide on ``item`` and run the handler if it is to run (no lock held)."""
         decision, _ = self.classify(self.store.records, item)
         if decision != "run":
-            return self._settle(item), True
+            return Answer(item)
         event = self.load(self.store.records, item)
         try:
             seen = flow_event(event, self.step.flow.schemas)
         except SchemaError as exc:
-            return self.park(item, ("bad_data", str(exc), None), 0), True
+            return Answer(item, event, park=("bad_data", str(exc), None))
         ctx = Context(self.handler, seen, self.store, self.identity.agent_id, item.reaction)
+        if earlier:
+            # A handler that reads the log (ctx.load, ctx.heads) sees the answers
+            # made before it, as if each had been committed on its own.
+            ctx.before_read = self._flush
         fn = self.handler.fn if item.reaction == "stored" else self.handler.invalidated
         assert fn is not None
         try:
             fn(seen, ctx)
         except Exception as exc:
             if ctx.violation is not None:
-                return self.park(item, (*ctx.violation, None), 0), True
-            return self.fail(item, exc), False
+                return Answer(item, event, park=(*ctx.violation, None))
+            return Answer(item, event, error=exc)
         if ctx.violation is not None:  # raised by ctx and caught by the handler
-            return self.park(item, (*ctx.violation, None), 0), True
-        return self._commit(item, event, ctx)
+            return Answer(item, event, park=(*ctx.violation, None))
+        return Answer(item, event, ctx)
 
-    def _settle(self, item: Item) -> Counts:
+    def _flush(self) -> None:
+        """Store the answers made so far in this batch (a handler is about to read)."""
+        if self._pending and not self._lost:
+            counts, ok = self._store_batch(self._pending)
+            self._flushed += counts
+            self._pending = []
+            self._lost = not ok
+
+    def _stop(self, answer: Answer) -> tuple[Counts, bool]:
+        """Park or retry an entry that ends a batch; whether to go on with the next."""
+        if answer.park is not None:
+            return self.park(answer.item, answer.park, 0), True
+        assert answer.error is not None
+        return self.fail(answer.item, answer.error), False
+
+    # -- storing ----------------------------------------------------------------------
+
+    def _store_batch(self, answers: list[Answer]) -> tuple[Counts, bool]:
+        """Store ``answers`` in one transaction; the flag is False if the queue was taken
+        by another runner (or the batch had to stop early): nothing more to do now."""
+        if not answers:
+            return Counts(), True
+        try:
+            with self.store.transaction() as tx:
+                if not self.ours(tx.records, answers[0].item):
+                    return Counts(), False
+                index.catch_up(tx)
+                counts, last = self._record(tx, answers)
+                if last is not None:
+                    tables.set_position(tx, self.id, last.position)
+        except ANSWER_ERRORS:
+            # One answer cannot be stored and took the others with it: store them
+            # one per transaction, so that only that one is retried or parked.
+            return self._one_by_one(answers)
+        if last is not None:
+            self._moved(last)
+        return counts, last is answers[-1].item
+
+    def _record(self, tx: Transaction, answers: list[Answer]) -> tuple[Counts, Item | None]:
+        """Under the lock: decide each entry again, in order, and store what it comes to;
+        the counts and the last entry done (the caller moves the position past it)."""
+        counts, ran, last = Counts(), Counts(), None
+        handled: list[tuple[bytes, str]] = []
+        causes: list[tuple[bytes, str, str, str, bytes, bytes]] = []
+        for answer in answers:
+            item = answer.item
+            decision, blocker = self.classify(tx.records, item)
+            if decision == "run" and answer.ctx is None:
+                break  # the log changed in between: decide it again next time round
+            last = item
+            if decision != "run":  # answered or invalidated meanwhile: drop the work
+                counts += self.settle(tx, item, decision, blocker)
+                continue
+            assert answer.ctx is not None
+            cause = self._cause(answer)
+            emitted = self._apply(tx, answer.ctx, cause)
+            causes += index.rows(emitted, cause)
+            handled.append((item.event, item.reaction))
+            if item.parked:
+                tables.unpark(tx, self.id, item.event, item.reaction)
+            stored = item.reaction == "stored"
+            ran += Counts(
+                done=1, emitted=len(emitted), handled=int(stored), invalidated=int(not stored)
+            )
+        if handled:
+            # The index had read the whole feed; the changes since are these
+            # appends (and geneses), whose causes are indexed here.
+            tables.add_causes(tx, causes)
+            tables.set_causes_cursor(tx, tx.records.last_position())
+            tables.mark_handled_many(tx, self.id, handled)
+            tables.count(
+                tx, self.id, handled=ran.handled, emitted=ran.emitted, invalidated=ran.invalidated
+            )
+        counts += ran
+        return counts, last
+
+    def _one_by_one(self, answers: list[Answer]) -> tuple[Counts, bool]:
+        """Store each answer in its own transaction (parking or retrying any that fails)."""
+        counts = Counts()
+        for answer in answers:
+            if answer.stops:
+                one, go_on = self._stop(answer)
+            elif answer.ctx is None:
+                one, go_on = self._settle(answer.item)
+            else:
+                assert answer.event is not None
+                one, go_on = self._commit(answer)
+            counts += one
+            if not go_on:
+                return counts, False
+        return counts, True
+
+    def _settle(self, item: Item) -> tuple[Counts, bool]:
         """Commit a decision that runs nothing, decided again under the lock."""
         with self.store.transaction() as tx:
             if not self.ours(tx.records, item):
-                return Counts()
+                return Counts(), False
             index.catch_up(tx)
             decision, blocker = self.classify(tx.records, item)
             if decision == "run":  # the log changed in between: decide it next time round
-                return Counts()
+                return Counts(), False
             counts = self.settle(tx, item, decision, blocker)
         self._moved(item)
-        return counts
+        return counts, True
 
-    def _commit(self, item: Item, event: Event, ctx: Context) -> tuple[Counts, bool]:
-        """Append what the handler emitted, in the transaction that takes the item off."""
-        cause = Cause(*self.step.key, self.step.version, (event.event_id,), item.reaction)
+    def _commit(self, answer: Answer) -> tuple[Counts, bool]:
+        """Store one answer in the transaction that takes its entry off the queue."""
+        item = answer.item
         try:
             with self.store.transaction() as tx:
                 if not self.ours(tx.records, item):
                     return Counts(), False
                 index.catch_up(tx)
-                decision, blocker = self.classify(tx.records, item)
-                if decision != "run":  # answered or invalidated meanwhile: drop the work
-                    counts = self.settle(tx, item, decision, blocker)
-                else:
-                    emitted = self._apply(tx, ctx, cause)
-                    index.index(tx, emitted, cause)
-                    # The index had read the whole feed; the changes since are these
-                    # appends (and geneses), whose causes were just indexed.
-                    tables.set_causes_cursor(tx, tx.records.last_position())
-                    tables.mark_handled(tx, self.id, item.event, item.reaction)
-                    counts = Counts(done=1, emitted=len(emitted))
-                    if item.reaction == "stored":
-                        counts.handled = 1
-                    else:
-                        counts.invalidated = 1
-                    tables.count(
-                        tx,
-                        self.id,
-                        handled=counts.handled,
-                        emitted=counts.emitted,
-                        invalidated=counts.invalidated,
-                    )
-                    self.advance(tx, item)
+                counts, last = self._record(tx, [answer])
+                if last is None:
+                    return counts, False
+                if not item.parked:
+                    tables.set_position(tx, self.id, item.position)
         except ForbiddenError as exc:
             return self.park(item, ("not_a_writer", str(exc), None), 1), True
         except ConcurrencyError as exc:
@@ -151,6 +289,12 @@ class HandlerWorker(Worker):
             return self.park(item, ("bad_emit", str(exc), None), 1), True
         self._moved(item)
         return counts, True
+
+    def _cause(self, answer: Answer) -> Cause:
+        assert answer.event is not None
+        return Cause(
+            *self.step.key, self.step.version, (answer.event.event_id,), answer.item.reaction
+        )
 
     def _apply(self, tx: Transaction, ctx: Context, cause: Cause) -> list[Event]:
         emitted = []

@@ -179,7 +179,14 @@ def handled(records: Records, step: int, event: bytes, change: str) -> bool:
 
 
 def mark_handled(tx: Transaction, step: int, event: bytes, change: str) -> None:
-    tx.execute("INSERT OR IGNORE INTO flow_handled VALUES (?, ?, ?)", (step, event, change))
+    mark_handled_many(tx, step, [(event, change)])
+
+
+def mark_handled_many(tx: Transaction, step: int, rows: Sequence[tuple[bytes, str]]) -> None:
+    """Mark (event, change) rows handled by ``step``."""
+    tx.executemany(
+        "INSERT OR IGNORE INTO flow_handled VALUES (?, ?, ?)", [(step, e, c) for e, c in rows]
+    )
 
 
 # -- parked events ------------------------------------------------------------------------
@@ -247,19 +254,10 @@ def set_causes_cursor(tx: Transaction, value: int) -> None:
     tx.execute("UPDATE flow_cursors SET position=? WHERE name='causes'", (value,))
 
 
-def add_cause(
-    tx: Transaction,
-    cause: bytes,
-    flow: str,
-    handler: str,
-    change: str,
-    author: bytes,
-    emitted: bytes,
-) -> None:
-    tx.execute(
-        "INSERT OR IGNORE INTO flow_causes VALUES (?, ?, ?, ?, ?, ?)",
-        (cause, flow, handler, change, author, emitted),
-    )
+def add_causes(tx: Transaction, rows: Sequence[tuple[bytes, str, str, str, bytes, bytes]]) -> None:
+    """Index (cited event, flow, handler, change, author, emitting event) rows."""
+    if rows:
+        tx.executemany("INSERT OR IGNORE INTO flow_causes VALUES (?, ?, ?, ?, ?, ?)", rows)
 
 
 def answered(

@@ -45,6 +45,10 @@ class Transaction:
         """Run a component's own statement in this unit of work."""
         return self.connection.execute(sql, args)
 
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
+        """Run one of a component's statements once per row, prepared once."""
+        return self.connection.executemany(sql, rows)
+
     def create_entity(
         self, creator: Keypair, kind: str, name: str | None, *, seed: bytes, clock: int
     ) -> Event:
