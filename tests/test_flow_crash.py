@@ -140,7 +140,9 @@ def test_kill_9_at_random_moments_answers_every_event_exactly_once(tmp_path: Pat
 def _cascade_forever(path: str) -> None:
     """Child: follow the feed with the cascade until killed."""
     with Store(path) as store:
-        runner = Runner(store, [cascade()], identity=OWNER)
+        # Small batches: each answer is stored with the others of its batch, so
+        # a kill lands inside a batch, and there are enough batches for every kill.
+        runner = Runner(store, [cascade()], identity=OWNER, batch=10)
         print("ready", flush=True)
         runner.run(threading.Event())
 
