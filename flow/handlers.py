@@ -26,13 +26,14 @@ from dizzy.flow import index, tables
 from dizzy.flow.cause import CAUSE_KEY, Cause
 from dizzy.flow.context import Context, Create
 from dizzy.flow.declare import Handler
-from dizzy.flow.event import flow_event
+from dizzy.flow.event import FlowEvent, from_stored
 from dizzy.flow.schema import SchemaError
-from dizzy.flow.worker import Counts, Decision, Item, Worker
+from dizzy.flow.worker import Counts, Decision, Item, Known, Worker
 from dizzy.peer.clock import now_ms
 from dizzy.peer.records import Records
 from dizzy.peer.transaction import Transaction
 from dizzy.protocol import (
+    PERMISSION_TYPES,
     ConcurrencyError,
     Event,
     ForbiddenError,
@@ -52,7 +53,7 @@ class Answer:
     """A queue entry as it stands after the handler ran (or was not run) for it."""
 
     item: Item
-    event: Event | None = None  # None: decided not to run
+    event: FlowEvent | None = None  # None: decided not to run
     ctx: Context | None = None
     park: tuple[str, str, str | None] | None = None  # (reason, error, traceback): park at once
     error: Exception | None = None  # the handler raised: retry after a back-off
@@ -93,13 +94,15 @@ class HandlerWorker(Worker):
         items = self.items()
         if items and items[0].parked:  # retries asked for: rare, one at a time
             for item in items:
-                one, go_on = self._one_by_one([self._prepare(item, [])])
+                one, go_on = self._one_by_one([self._prepare(item, [], None, None)])
                 counts += one
                 if not go_on:
                     break
             return counts
+        known = self.known(self.store.records, items)
+        raws = self.stored(self.store.records, items)
         for item in items:
-            answer = self._prepare(item, self._pending)
+            answer = self._prepare(item, self._pending, known, raws)
             if self._lost:  # a flush (below) found the queue taken: drop the work
                 return counts
             if not answer.stops:
@@ -120,32 +123,57 @@ class HandlerWorker(Worker):
 
     # -- decisions --------------------------------------------------------------------
 
-    def on_invalidated(self, records: Records, item: Item) -> tuple[Decision, bytes | None]:
-        if tables.handled(records, self.id, item.event, "invalidated"):
+    def on_invalidated(
+        self, records: Records, item: Item, known: Known | None
+    ) -> tuple[Decision, bytes | None]:
+        if self.handled(records, item.event, "invalidated", known):
             return "skip", None
         if self.handler.invalidated is None:
             return "note", None
-        return self.before_run(records, item)
+        return self.before_run(records, item, known)
 
-    def before_run(self, records: Records, item: Item) -> tuple[Decision, bytes | None]:
-        me = parse_agent(self.identity.agent_id)
-        flow, name = self.step.key
-        if tables.answered(records, item.event, flow, name, item.reaction, me):
-            return "duplicate", None
-        return super().before_run(records, item)
+    def before_run(
+        self, records: Records, item: Item, known: Known | None
+    ) -> tuple[Decision, bytes | None]:
+        if known is not None:
+            if (item.event, item.reaction) in known.answered:
+                return "duplicate", None
+        else:
+            flow, name = self.step.key
+            if tables.answered(records, item.event, flow, name, item.reaction, self._me):
+                return "duplicate", None
+        return super().before_run(records, item, known)
+
+    def answered_among(self, records: Records, events: list[bytes]) -> set[tuple[bytes, str]]:
+        return tables.answered_among(records, events, *self.step.key, self._me)
+
+    @property
+    def _me(self) -> bytes:
+        return parse_agent(self.identity.agent_id)
 
     # -- running ----------------------------------------------------------------------
 
-    def _prepare(self, item: Item, earlier: list[Answer]) -> Answer:
-        """Decide on ``item`` and run the handler if it is to run (no lock held)."""
-        decision, _ = self.classify(self.store.records, item)
+    def _prepare(
+        self,
+        item: Item,
+        earlier: list[Answer],
+        known: Known | None,
+        raws: dict[bytes, bytes] | None,
+    ) -> Answer:
+        """Decide on ``item`` and run the handler if it is to run (no lock held);
+        ``known`` and ``raws`` are what was read for the batch, if it was."""
+        decision, _ = self.classify(self.store.records, item, known)
         if decision != "run":
             return Answer(item)
-        event = self.load(self.store.records, item)
+        raw = raws.get(item.event) if raws is not None else None
+        if raw is None:
+            raw = self.load(self.store.records, item).raw
         try:
-            seen = flow_event(event, self.step.flow.schemas)
+            seen = from_stored(item.event, raw, self.step.flow.schemas)
         except SchemaError as exc:
-            return Answer(item, event, park=("bad_data", str(exc), None))
+            return Answer(item, park=("bad_data", str(exc), None))
+        if known is not None:  # the entry is answered (or parked, or retried) by this round
+            known.done(item.event, item.reaction)
         ctx = Context(self.handler, seen, self.store, self.identity.agent_id, item.reaction)
         if earlier:
             # A handler that reads the log (ctx.load, ctx.heads) sees the answers
@@ -157,11 +185,11 @@ class HandlerWorker(Worker):
             fn(seen, ctx)
         except Exception as exc:
             if ctx.violation is not None:
-                return Answer(item, event, park=(*ctx.violation, None))
-            return Answer(item, event, error=exc)
+                return Answer(item, seen, park=(*ctx.violation, None))
+            return Answer(item, seen, error=exc)
         if ctx.violation is not None:  # raised by ctx and caught by the handler
-            return Answer(item, event, park=(*ctx.violation, None))
-        return Answer(item, event, ctx)
+            return Answer(item, seen, park=(*ctx.violation, None))
+        return Answer(item, seen, ctx)
 
     def _flush(self) -> None:
         """Store the answers made so far in this batch (a handler is about to read)."""
@@ -207,18 +235,27 @@ class HandlerWorker(Worker):
         counts, ran, last = Counts(), Counts(), None
         handled: list[tuple[bytes, str]] = []
         causes: list[tuple[bytes, str, str, str, bytes, bytes]] = []
+        known = self.known(tx.records, [a.item for a in answers])
         for answer in answers:
             item = answer.item
-            decision, blocker = self.classify(tx.records, item)
+            decision, blocker = self.classify(tx.records, item, known)
             if decision == "run" and answer.ctx is None:
                 break  # the log changed in between: decide it again next time round
             last = item
             if decision != "run":  # answered or invalidated meanwhile: drop the work
                 counts += self.settle(tx, item, decision, blocker)
+                if decision in ("duplicate", "note"):  # settle marked it handled
+                    known.handled.add(
+                        (item.event, "invalidated" if decision == "note" else item.reaction)
+                    )
                 continue
             assert answer.ctx is not None
             cause = self._cause(answer)
             emitted = self._apply(tx, answer.ctx, cause)
+            known.done(item.event, item.reaction)
+            if any(e.type in PERMISSION_TYPES for e in emitted):
+                # A grant or revoke can change the validity of the entries after it.
+                known.invalid = tx.records.invalid_among([a.item.event for a in answers])
             causes += index.rows(emitted, cause)
             handled.append((item.event, item.reaction))
             if item.parked:
@@ -292,9 +329,7 @@ class HandlerWorker(Worker):
 
     def _cause(self, answer: Answer) -> Cause:
         assert answer.event is not None
-        return Cause(
-            *self.step.key, self.step.version, (answer.event.event_id,), answer.item.reaction
-        )
+        return Cause(*self.step.key, self.step.version, (answer.event.id,), answer.item.reaction)
 
     def _apply(self, tx: Transaction, ctx: Context, cause: Cause) -> list[Event]:
         emitted = []

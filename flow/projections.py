@@ -24,7 +24,7 @@ from dizzy.flow.context import ProjectionDB
 from dizzy.flow.declare import Projection
 from dizzy.flow.event import flow_event
 from dizzy.flow.schema import SchemaError
-from dizzy.flow.worker import Counts, Decision, Item, Worker
+from dizzy.flow.worker import Counts, Decision, Item, Known, Worker
 from dizzy.peer.records import Records
 from dizzy.peer.transaction import Transaction
 from dizzy.protocol import UsageError
@@ -40,7 +40,9 @@ class ProjectionWorker(Worker):
         assert isinstance(self.step, Projection)
         return self.step
 
-    def on_invalidated(self, records: Records, item: Item) -> tuple[Decision, bytes | None]:
+    def on_invalidated(
+        self, records: Records, item: Item, known: Known | None
+    ) -> tuple[Decision, bytes | None]:
         if item.position <= self.replay_until:
             return "skip", None  # replaying: only what is valid now is applied
         return "rebuild", None

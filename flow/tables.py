@@ -178,6 +178,19 @@ def handled(records: Records, step: int, event: bytes, change: str) -> bool:
     )
 
 
+def handled_among(records: Records, step: int, events: Sequence[bytes]) -> set[tuple[bytes, str]]:
+    """(event, change) of those of ``events`` that ``step`` handled."""
+    return {
+        (bytes(e), str(c))
+        for e, c in _in(
+            records,
+            "SELECT event, change FROM flow_handled WHERE step=? AND event IN",
+            events,
+            step,
+        )
+    }
+
+
 def mark_handled(tx: Transaction, step: int, event: bytes, change: str) -> None:
     mark_handled_many(tx, step, [(event, change)])
 
@@ -258,6 +271,28 @@ def add_causes(tx: Transaction, rows: Sequence[tuple[bytes, str, str, str, bytes
     """Index (cited event, flow, handler, change, author, emitting event) rows."""
     if rows:
         tx.executemany("INSERT OR IGNORE INTO flow_causes VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+
+def answered_among(
+    records: Records, events: Sequence[bytes], flow: str, handler: str, author: bytes
+) -> set[tuple[bytes, str]]:
+    """(event, change) of those of ``events`` that ``author`` answered as flow/handler."""
+    sql = (
+        "SELECT cause, change FROM flow_causes WHERE flow=? AND handler=? AND author=? AND cause IN"
+    )
+    return {(bytes(e), str(c)) for e, c in _in(records, sql, events, flow, handler, author)}
+
+
+IN_CHUNK = 500  # values per IN (...) list, well under SQLite's limit on variables
+
+
+def _in(records: Records, sql: str, values: Sequence[Any], *args: Any) -> list[Any]:
+    """Rows of ``sql`` (ending in ``IN``) over ``values``, a chunk at a time."""
+    rows = []
+    for start in range(0, len(values), IN_CHUNK):
+        chunk = values[start : start + IN_CHUNK]
+        rows += records.query(f"{sql} ({','.join('?' * len(chunk))})", (*args, *chunk))
+    return rows
 
 
 def answered(

@@ -85,6 +85,21 @@ class Options:
 
 
 @dataclass(slots=True)
+class Known:
+    """What ``classify`` asks of the log about a batch of entries, read with one query
+    per question for the whole batch, and kept up to date with the batch's own writes."""
+
+    invalid: set[bytes]  # events invalid now
+    handled: set[tuple[bytes, str]]  # (event, change) the step handled
+    answered: set[tuple[bytes, str]]  # (event, change) this agent answered as the step
+
+    def done(self, event: bytes, change: str) -> None:
+        """The step handled (and, for a handler, answered) ``event``'s ``change``."""
+        self.handled.add((event, change))
+        self.answered.add((event, change))
+
+
+@dataclass(slots=True)
 class Attempt:
     """The failures of the entry at the head of a queue, while it is retried."""
 
@@ -131,6 +146,21 @@ class Worker:
             for c in changes
         ]
 
+    def known(self, records: Records, items: list[Item]) -> Known:
+        events = list(dict.fromkeys(i.event for i in items))
+        return Known(
+            records.invalid_among(events),
+            tables.handled_among(records, self.id, events),
+            self.answered_among(records, events),
+        )
+
+    def answered_among(self, records: Records, events: list[bytes]) -> set[tuple[bytes, str]]:
+        return set()
+
+    def stored(self, records: Records, items: list[Item]) -> dict[bytes, bytes]:
+        """The stored bytes of the items' events, read at once."""
+        return {bytes(k): raw for k, _, raw in records.rows_of([i.event for i in items])}
+
     def ours(self, records: Records, item: Item) -> bool:
         """Inside the transaction: nobody took this entry off the queue meanwhile."""
         if item.parked:
@@ -146,30 +176,45 @@ class Worker:
 
     # -- decisions --------------------------------------------------------------------
 
-    def classify(self, records: Records, item: Item) -> tuple[Decision, bytes | None]:
-        """What to do with ``item`` (and the parked event that blocks it, if any)."""
+    def classify(
+        self, records: Records, item: Item, known: Known | None = None
+    ) -> tuple[Decision, bytes | None]:
+        """What to do with ``item`` (and the parked event that blocks it, if any); with
+        ``known``, the facts read for its batch instead of a query per question."""
         if item.parked and not tables.waiting_for_retry(
             records, self.id, item.event, item.reaction
         ):
             return "gone", None  # retried or skipped by someone else meanwhile
         if item.change == "invalidated":
-            if not tables.handled(records, self.id, item.event, "stored"):
+            if not self.handled(records, item.event, "stored", known):
                 return "skip", None  # never acted on: nothing to answer
-            return self.on_invalidated(records, item)
+            return self.on_invalidated(records, item, known)
         if not self.kind_ok(records, item.entity):
             return "skip", None
         # Invalid by now (a revoke came after): its invalidation is on the way, and
         # it was never handled, so there is nothing to undo.
-        if item.event in records.verdicts_of(item.entity):
+        if known is not None:
+            if item.event in known.invalid:
+                return "skip", None
+        elif item.event in records.verdicts_of(item.entity):
             return "skip", None
-        if tables.handled(records, self.id, item.event, "stored"):
+        if self.handled(records, item.event, "stored", known):
             return "skip", None  # admitted again after an invalidation: once is enough
-        return self.before_run(records, item)
+        return self.before_run(records, item, known)
 
-    def on_invalidated(self, records: Records, item: Item) -> tuple[Decision, bytes | None]:
+    def handled(self, records: Records, event: bytes, change: str, known: Known | None) -> bool:
+        if known is not None:
+            return (event, change) in known.handled
+        return tables.handled(records, self.id, event, change)
+
+    def on_invalidated(
+        self, records: Records, item: Item, known: Known | None
+    ) -> tuple[Decision, bytes | None]:
         raise NotImplementedError
 
-    def before_run(self, records: Records, item: Item) -> tuple[Decision, bytes | None]:
+    def before_run(
+        self, records: Records, item: Item, known: Known | None
+    ) -> tuple[Decision, bytes | None]:
         if self.step.on_error == "block":
             first = tables.blocker(
                 records, self.id, item.entity, item.position if item.parked else None
