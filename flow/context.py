@@ -30,8 +30,8 @@ __all__ = ["Context", "Create", "Emit", "ProjectionDB"]
 S = TypeVar("S")
 _KIND_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:/-]{0,63}\Z")
 _CREATE_RE = re.compile(
-    r"\s*CREATE\s+(?:TEMP\s+|TEMPORARY\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"
-    r"[\"`\[]?([A-Za-z_][A-Za-z0-9_]*)",
+    r"\s*CREATE\s+(?:TEMP\s+|TEMPORARY\s+)?TABLE\s+(?P<if>IF\s+NOT\s+EXISTS\s+)?"
+    r"[\"`\[]?(?P<name>[A-Za-z_][A-Za-z0-9_]*)",
     re.IGNORECASE,
 )
 
@@ -166,12 +166,25 @@ class ProjectionDB:
         self._tx = tx
         self.owned = owned
         self.created: list[str] = []  # tables made in this unit of work
+        # CREATE TABLE IF NOT EXISTS statements run in this unit of work: a function
+        # that runs one per event makes it once per batch (its cursor is kept).
+        self._made: dict[str, Any] = {}
+
+    def forget(self) -> None:
+        """The unit of work was rolled back to before the tables made so far."""
+        for name in self.created:
+            self.owned.discard(name)
+        self.created.clear()
+        self._made.clear()
 
     def execute(self, sql: str, args: Iterable[Any] = ()) -> Any:
         """Run one statement on the projection's tables; returns the cursor."""
+        made = self._made.get(sql)
+        if made is not None:
+            return made
         found = _CREATE_RE.match(sql)
-        if found and found.group(1).lower() not in self.owned:
-            name = found.group(1).lower()  # SQLite's names ignore case
+        if found and found.group("name").lower() not in self.owned:
+            name = found.group("name").lower()  # SQLite's names ignore case
             exists = self._tx.execute(
                 "SELECT 1 FROM sqlite_master WHERE lower(name) = lower(?)", (name,)
             ).fetchone()
@@ -179,7 +192,10 @@ class ProjectionDB:
                 raise UsageError(f"table {name!r} exists and is not this projection's")
             self.owned.add(name)
             self.created.append(name)
-        return self._tx.execute(sql, tuple(args))
+        cursor = self._tx.execute(sql, tuple(args))
+        if found and found.group("if") and not args:
+            self._made[sql] = cursor
+        return cursor
 
     def query(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
         """Rows of a read (of the projection's tables, as written so far)."""

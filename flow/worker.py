@@ -26,7 +26,7 @@ from dizzy.peer.records import Records
 from dizzy.peer.reports import ChangeKind
 from dizzy.peer.store import Store
 from dizzy.peer.transaction import Transaction
-from dizzy.protocol import Event, Keypair, decode_event, event_id, parse_entity, parse_event
+from dizzy.protocol import Event, Keypair, decode_event, event_id
 
 __all__ = ["Counts", "Item", "Options", "Worker"]
 
@@ -68,6 +68,7 @@ class Item:
     type: str
     change: ChangeKind
     parked: bool = False
+    raw: bytes | None = field(default=None, repr=False, compare=False)  # if read with it
 
     @property
     def reaction(self) -> Reaction:
@@ -140,11 +141,9 @@ class Worker:
                 for e, c, p, n, t, _ in rows
             ]
         self.expected, self.replay_until = tables.position(records, self.id)
-        changes = self.store.changes_after(self.expected, batch, self.step.consumes)
-        return [
-            Item(c.position, parse_event(c.event), parse_entity(c.entity), c.type, c.kind)
-            for c in changes
-        ]
+        with records.reading():  # keys as bytes: no printable ids made and parsed back
+            rows = records.change_rows(self.expected, batch, self.step.consumes)
+        return [Item(p, bytes(e), bytes(n), t, k) for p, k, e, n, t in rows]
 
     def known(self, records: Records, items: list[Item]) -> Known:
         events = list(dict.fromkeys(i.event for i in items))
@@ -158,8 +157,12 @@ class Worker:
         return set()
 
     def stored(self, records: Records, items: list[Item]) -> dict[bytes, bytes]:
-        """The stored bytes of the items' events, read at once."""
-        return {bytes(k): raw for k, _, raw in records.rows_of([i.event for i in items])}
+        """The stored bytes of the items' events (read with them, or now at once)."""
+        found = {i.event: i.raw for i in items if i.raw is not None}
+        missing = [i.event for i in items if i.raw is None]
+        if missing:
+            found |= {bytes(k): raw for k, _, raw in records.rows_of(missing)}
+        return found
 
     def ours(self, records: Records, item: Item) -> bool:
         """Inside the transaction: nobody took this entry off the queue meanwhile."""

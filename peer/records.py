@@ -299,3 +299,10 @@ class Records(Protocol):
     def changes_after(
         self, position: int, limit: int, types: Sequence[str] | None = None
     ) -> list[Change]: ...
+
+    def change_rows(
+        self, position: int, limit: int, types: Sequence[str] | None = None, *, raw: bool = False
+    ) -> list[Any]:
+        """``changes_after`` as (position, kind, event, entity, type) rows, keys as bytes;
+        with ``raw``, a sixth column: the event's stored bytes (read in the same query)."""
+        ...
