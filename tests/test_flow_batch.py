@@ -65,7 +65,7 @@ def counting_transactions(store: Store) -> Counter[str]:
         counter["transactions"] += 1
         return opened()
 
-    store.transaction = transaction  # type: ignore[method-assign]
+    store.transaction = transaction  # type: ignore[method-assign,assignment]
     return counter
 
 
