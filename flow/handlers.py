@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from dizzy.flow import index, tables
 from dizzy.flow.cause import CAUSE_KEY, Cause
-from dizzy.flow.context import Context, Create
+from dizzy.flow.context import Context, Create, Emit
 from dizzy.flow.declare import Handler
 from dizzy.flow.event import FlowEvent, from_stored
 from dizzy.flow.schema import SchemaError
@@ -232,10 +233,13 @@ class HandlerWorker(Worker):
     def _record(self, tx: Transaction, answers: list[Answer]) -> tuple[Counts, Item | None]:
         """Under the lock: decide each entry again, in order, and store what it comes to;
         the counts and the last entry done (the caller moves the position past it)."""
-        counts, ran, last = Counts(), Counts(), None
-        handled: list[tuple[bytes, str]] = []
-        causes: list[tuple[bytes, str, str, str, bytes, bytes]] = []
+        counts, last = Counts(), None
         known = self.known(tx.records, [a.item for a in answers])
+        # Plain emits (no entity created, no expected heads, no grant or revoke) of the
+        # whole batch are signed and written together once every entry is decided:
+        # they change nothing the decisions of the entries after them read.
+        together = all(_plain(a.ctx) for a in answers)
+        runs: list[tuple[Answer, list[Event]]] = []
         for answer in answers:
             item = answer.item
             decision, blocker = self.classify(tx.records, item, known)
@@ -245,36 +249,46 @@ class HandlerWorker(Worker):
             if decision != "run":  # answered or invalidated meanwhile: drop the work
                 counts += self.settle(tx, item, decision, blocker)
                 if decision in ("duplicate", "note"):  # settle marked it handled
-                    known.handled.add(
-                        (item.event, "invalidated" if decision == "note" else item.reaction)
-                    )
+                    change = "invalidated" if decision == "note" else item.reaction
+                    known.handled.add((item.event, change))
                 continue
-            assert answer.ctx is not None
-            cause = self._cause(answer)
-            emitted = self._apply(tx, answer.ctx, cause)
             known.done(item.event, item.reaction)
+            if together:
+                runs.append((answer, []))
+                continue
+            emitted = self._apply(tx, answer)
+            runs.append((answer, emitted))
             if any(e.type in PERMISSION_TYPES for e in emitted):
                 # A grant or revoke can change the validity of the entries after it.
                 known.invalid = tx.records.invalid_among([a.item.event for a in answers])
-            causes += index.rows(emitted, cause)
-            handled.append((item.event, item.reaction))
+        if together and runs:
+            runs = self._apply_together(tx, [answer for answer, _ in runs])
+        if runs:
+            counts += self._note(tx, runs)
+        return counts, last
+
+    def _note(self, tx: Transaction, runs: list[tuple[Answer, list[Event]]]) -> Counts:
+        """Index the causes of what the runs emitted, mark them handled, count them."""
+        causes: list[tuple[bytes, str, str, str, bytes, bytes]] = []
+        ran = Counts()
+        for answer, emitted in runs:
+            causes += index.rows(emitted, self._cause(answer))
+            item = answer.item
             if item.parked:
                 tables.unpark(tx, self.id, item.event, item.reaction)
             stored = item.reaction == "stored"
             ran += Counts(
                 done=1, emitted=len(emitted), handled=int(stored), invalidated=int(not stored)
             )
-        if handled:
-            # The index had read the whole feed; the changes since are these
-            # appends (and geneses), whose causes are indexed here.
-            tables.add_causes(tx, causes)
-            tables.set_causes_cursor(tx, tx.records.last_position())
-            tables.mark_handled_many(tx, self.id, handled)
-            tables.count(
-                tx, self.id, handled=ran.handled, emitted=ran.emitted, invalidated=ran.invalidated
-            )
-        counts += ran
-        return counts, last
+        # The index had read the whole feed; the changes since are these appends
+        # (and geneses), whose causes are indexed here.
+        tables.add_causes(tx, causes)
+        tables.set_causes_cursor(tx, tx.records.last_position())
+        tables.mark_handled_many(tx, self.id, [(a.item.event, a.item.reaction) for a, _ in runs])
+        tables.count(
+            tx, self.id, handled=ran.handled, emitted=ran.emitted, invalidated=ran.invalidated
+        )
+        return ran
 
     def _one_by_one(self, answers: list[Answer]) -> tuple[Counts, bool]:
         """Store each answer in its own transaction (parking or retrying any that fails)."""
@@ -331,10 +345,12 @@ class HandlerWorker(Worker):
         assert answer.event is not None
         return Cause(*self.step.key, self.step.version, (answer.event.id,), answer.item.reaction)
 
-    def _apply(self, tx: Transaction, ctx: Context, cause: Cause) -> list[Event]:
+    def _apply(self, tx: Transaction, answer: Answer) -> list[Event]:
+        """Create and append what one answer asked for, one operation at a time."""
+        assert answer.ctx is not None
         emitted = []
-        provenance = cause.to_json()
-        for op in ctx.ops:
+        provenance = self._cause(answer).to_json()
+        for op in answer.ctx.ops:
             if isinstance(op, Create):
                 tx.create_entity(self.identity, op.kind, op.name, seed=op.seed, clock=now_ms())
                 continue
@@ -351,8 +367,33 @@ class HandlerWorker(Worker):
             )
         return emitted
 
+    def _apply_together(
+        self, tx: Transaction, answers: list[Answer]
+    ) -> list[tuple[Answer, list[Event]]]:
+        """Append the plain emits of ``answers`` in one go; each answer with its events."""
+        items: list[tuple[str, str, dict[str, Any]]] = []
+        ends = []
+        for answer in answers:
+            assert answer.ctx is not None
+            provenance = self._cause(answer).to_json()
+            for op in answer.ctx.ops:
+                assert isinstance(op, Emit)
+                items.append((op.entity, op.type, {**op.data, CAUSE_KEY: provenance}))
+            ends.append(len(items))
+        events = tx.append_each(self.identity, items, clock=now_ms())
+        starts = [0, *ends[:-1]]
+        return [(a, events[i:j]) for a, i, j in zip(answers, starts, ends, strict=True)]
+
     def _moved(self, item: Item) -> None:
         """After a commit that took ``item`` off the queue."""
         self.attempt = None
         if not item.parked:
             self.expected = item.position
+
+
+def _plain(ctx: Context | None) -> bool:
+    """Whether an answer only emits, without expected heads, no grant or revoke."""
+    return ctx is None or all(
+        isinstance(op, Emit) and op.expect_heads is None and op.type not in PERMISSION_TYPES
+        for op in ctx.ops
+    )

@@ -90,6 +90,19 @@ class Transaction:
         self._record(events, moved)
         return events
 
+    def append_each(
+        self,
+        author: Keypair,
+        items: Sequence[tuple[str, str, dict[str, Any]]],
+        *,
+        clock: int,
+    ) -> list[Event]:
+        """Sign and store (entity, type, data) events across entities, each on the
+        previous one of its entity, with one write of their rows; no grants or revokes."""
+        events = self._author.append_each(author, items, clock=clock)
+        self._record(events, [])
+        return events
+
     def ingest(
         self,
         events: Sequence[Event],
