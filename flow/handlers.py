@@ -102,12 +102,20 @@ class HandlerWorker(Worker):
             return counts
         known = self.known(self.store.records, items)
         raws = self.stored(self.store.records, items)
+        since = time.monotonic()
         for item in items:
             answer = self._prepare(item, self._pending, known, raws)
             if self._lost:  # a flush (below) found the queue taken: drop the work
                 return counts
             if not answer.stops:
                 self._pending.append(answer)
+                # Slow handlers (calls to other services) do not hold their answers
+                # back for a whole batch: they are stored once they are this old.
+                if time.monotonic() - since > self.options.window:
+                    self._flush()
+                    if self._lost:
+                        return counts
+                    since = time.monotonic()
                 continue
             one, ok = self._store_batch(self._pending)
             counts += one

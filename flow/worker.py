@@ -82,7 +82,8 @@ class Item:
 @dataclass(frozen=True, slots=True)
 class Options:
     backoff: float = 0.2  # seconds before the first retry; doubled for each next one
-    batch: int = 100  # queue entries read at a time
+    batch: int = 250  # queue entries read at a time (a handler's answers per transaction)
+    window: float = 0.25  # seconds: a handler's answers are stored once this old, batch full or not
 
 
 @dataclass(slots=True)

@@ -5,6 +5,7 @@ wrong with one entry of a batch is retried or parked alone, the others stored on
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -181,3 +182,21 @@ def test_a_projection_applies_a_batch_in_one_transaction(store: Store) -> None:
     assert counter["transactions"] == 1
     assert store.query("SELECT n, total FROM sums") == [(50, sum(range(1, 51)))]
     assert set(tries.values()) == {1}
+
+
+def test_slow_answers_are_stored_without_waiting_for_a_full_batch(store: Store) -> None:
+    flow = Flow("slow")
+    stored_before: list[int] = []
+
+    @flow.handler(consumes="note", emits=["echo"])
+    def answer(event: FlowEvent, ctx: Context) -> None:
+        stored_before.append(len(store.query("SELECT 1 FROM events WHERE type='echo'")))
+        time.sleep(0.06)  # a call to another service
+        ctx.emit("echo", {"n": event.data["n"]})
+
+    a = account(store, "a")
+    notes(store, a, *range(10))
+    Runner(store, [flow], identity=OWNER, batch=250).drain()
+    assert echoes(store, a) == list(range(10))
+    # Stored every quarter of a second or so, not all ten at the end.
+    assert 0 < stored_before[-1] < 10 and stored_before[0] == 0
