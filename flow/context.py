@@ -64,6 +64,10 @@ class Context:
         self.reaction = reaction  # "stored", or "invalidated" in on_invalidated
         self.ops: list[Emit | Create] = []
         self.violation: tuple[str, str] | None = None  # (reason, detail): park, do not retry
+        # An activity handler's run (docs/flows.md#activities): the id of its start
+        # event, and of the start of the interrupted run it resumes, if any.
+        self.activity: str | None = None
+        self.resumed: str | None = None
         self._store = store
         # Called before the log is read: the runner stores the answers of the batch
         # so far, so that the handler sees them as if each had been committed alone.

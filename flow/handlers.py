@@ -19,11 +19,12 @@ is retried or parked.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from dizzy.flow import index, tables
+from dizzy.flow import activity, index, tables
 from dizzy.flow.cause import CAUSE_KEY, Cause
 from dizzy.flow.context import Context, Create, Emit
 from dizzy.flow.declare import Handler
@@ -40,6 +41,8 @@ from dizzy.protocol import (
     ForbiddenError,
     NotFoundError,
     UsageError,
+    entity_id,
+    event_id,
     parse_agent,
 )
 
@@ -58,6 +61,7 @@ class Answer:
     ctx: Context | None = None
     park: tuple[str, str, str | None] | None = None  # (reason, error, traceback): park at once
     error: Exception | None = None  # the handler raised: retry after a back-off
+    started: bytes | None = None  # an activity's start event
 
     @property
     def stops(self) -> bool:
@@ -93,7 +97,9 @@ class HandlerWorker(Worker):
             with self.store.transaction() as tx:
                 index.catch_up(tx)
         items = self.items()
-        if items and items[0].parked:  # retries asked for: rare, one at a time
+        # Retries asked for (rare), and activities (long work, each run recorded as
+        # it starts): one entry at a time.
+        if items and (items[0].parked or self.handler.activity):
             for item in items:
                 one, go_on = self._one_by_one([self._prepare(item, [], None, None)])
                 counts += one
@@ -184,6 +190,12 @@ class HandlerWorker(Worker):
         if known is not None:  # the entry is answered (or parked, or retried) by this round
             known.done(item.event, item.reaction)
         ctx = Context(self.handler, seen, self.store, self.identity.agent_id, item.reaction)
+        started = None
+        if self.handler.activity:
+            begun = self._begin(item, seen, ctx)
+            if isinstance(begun, Answer):
+                return begun
+            started = begun
         if earlier:
             # A handler that reads the log (ctx.load, ctx.heads) sees the answers
             # made before it, as if each had been committed on its own.
@@ -194,11 +206,46 @@ class HandlerWorker(Worker):
             fn(seen, ctx)
         except Exception as exc:
             if ctx.violation is not None:
-                return Answer(item, seen, park=(*ctx.violation, None))
-            return Answer(item, seen, error=exc)
+                return Answer(item, seen, park=(*ctx.violation, None), started=started)
+            return Answer(item, seen, error=exc, started=started)
         if ctx.violation is not None:  # raised by ctx and caught by the handler
-            return Answer(item, seen, park=(*ctx.violation, None))
-        return Answer(item, seen, ctx)
+            return Answer(item, seen, park=(*ctx.violation, None), started=started)
+        return Answer(item, seen, ctx, started=started)
+
+    def _begin(self, item: Item, seen: FlowEvent, ctx: Context) -> bytes | Answer:
+        """Commit the start of an activity's run on ``item`` (resuming an interrupted
+        one, if its start has no end); its start event, or what to do instead."""
+        prior = tables.open_activity(self.store.records, self.id, item.event, item.reaction)
+        resumed = event_id(prior) if prior is not None else None
+        data = activity.started(*self.step.key, self.step.version, seen.id, item.reaction, resumed)
+        try:
+            with self.store.transaction() as tx:
+                if not self.ours(tx.records, item):
+                    return Answer(item)  # taken by another runner: not run here
+                start = tx.append(
+                    self.identity, seen.entity, activity.STARTED, data, clock=now_ms()
+                )
+                tables.begin_activity(tx, self.id, item.event, item.reaction, start.id, now_ms())
+        except ForbiddenError as exc:
+            return Answer(item, seen, park=("not_a_writer", str(exc), None))
+        except (UsageError, NotFoundError) as exc:
+            return Answer(item, seen, park=("bad_emit", str(exc), None))
+        ctx.activity, ctx.resumed = start.event_id, resumed
+        return start.id
+
+    def closing(
+        self, tx: Transaction, item: Item, outcome: activity.Outcome, error: str | None
+    ) -> None:
+        if not self.handler.activity:
+            return
+        started = tables.open_activity(tx.records, self.id, item.event, item.reaction)
+        if started is None:
+            return
+        tables.end_activity(tx, self.id, item.event, item.reaction)
+        data = activity.ended(event_id(started), outcome, error)
+        # No longer a writer there (a revoke came meanwhile): closed here all the same.
+        with contextlib.suppress(ForbiddenError, UsageError, NotFoundError):
+            tx.append(self.identity, entity_id(item.entity), activity.ENDED, data, clock=now_ms())
 
     def _flush(self) -> None:
         """Store the answers made so far in this batch (a handler is about to read)."""
@@ -246,7 +293,7 @@ class HandlerWorker(Worker):
         # Plain emits (no entity created, no expected heads, no grant or revoke) of the
         # whole batch are signed and written together once every entry is decided:
         # they change nothing the decisions of the entries after them read.
-        together = all(_plain(a.ctx) for a in answers)
+        together = not self.handler.activity and all(_plain(a.ctx) for a in answers)
         runs: list[tuple[Answer, list[Event]]] = []
         for answer in answers:
             item = answer.item
@@ -256,6 +303,7 @@ class HandlerWorker(Worker):
             last = item
             if decision != "run":  # answered or invalidated meanwhile: drop the work
                 counts += self.settle(tx, item, decision, blocker)
+                self.closing(tx, item, "dropped", None)
                 if decision in ("duplicate", "note"):  # settle marked it handled
                     change = "invalidated" if decision == "note" else item.reaction
                     known.handled.add((item.event, change))
@@ -373,6 +421,8 @@ class HandlerWorker(Worker):
                     expected_heads=op.expect_heads,
                 )
             )
+        if answer.started is not None:  # the activity ends with its answer, in its commit
+            self.closing(tx, answer.item, "done", None)
         return emitted
 
     def _apply_together(

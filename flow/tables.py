@@ -10,6 +10,7 @@
 ``flow_causes``   the causes claimed by the events of the log (their
                   ``dizzy.cause``), indexed: the idempotency check
 ``flow_cursors``  how far the causes index has read the feed
+``flow_activities`` the runs of activity handlers started and not ended
 
 Reads go through ``Records.query`` (inside a transaction they see its
 writes); writes through ``Transaction.execute``, in the unit of work they
@@ -109,7 +110,24 @@ FLOWS = Component(
                 "CREATE TABLE flow_cursors (name TEXT PRIMARY KEY, position INTEGER NOT NULL)",
                 "INSERT INTO flow_cursors VALUES ('causes', 0)",
             ),
-        )
+        ),
+        Migration(
+            "0002_activities",
+            (
+                """
+                -- The open activities (docs/flows.md#activities): runs whose start
+                -- event is in the log and whose end event is not (yet).
+                CREATE TABLE flow_activities (
+                    step     INTEGER NOT NULL REFERENCES flow_steps(id),
+                    event    BLOB NOT NULL,
+                    change   TEXT NOT NULL,
+                    started  BLOB NOT NULL,   -- the start event
+                    at       INTEGER NOT NULL,
+                    PRIMARY KEY (step, event, change)
+                ) WITHOUT ROWID
+                """,
+            ),
+        ),
     ],
 )
 
@@ -254,6 +272,38 @@ def blocker(records: Records, step: int, entity: bytes, before: int | None) -> b
         args = (step, entity, before)
     rows = records.query(sql + " ORDER BY position LIMIT 1", args)
     return bytes(rows[0][0]) if rows else None
+
+
+# -- activities ---------------------------------------------------------------------------
+
+
+def open_activity(records: Records, step: int, event: bytes, change: str) -> bytes | None:
+    """The start event of ``step``'s open run on (event, change), if there is one."""
+    rows = records.query(
+        "SELECT started FROM flow_activities WHERE step=? AND event=? AND change=?",
+        (step, event, change),
+    )
+    return bytes(rows[0][0]) if rows else None
+
+
+def open_activities(records: Records) -> list[Any]:
+    """(step, event, change, started, at) of every open run, oldest first."""
+    return records.query("SELECT step, event, change, started, at FROM flow_activities ORDER BY at")
+
+
+def begin_activity(
+    tx: Transaction, step: int, event: bytes, change: str, started: bytes, now: int
+) -> None:
+    tx.execute(
+        "INSERT OR REPLACE INTO flow_activities VALUES (?, ?, ?, ?, ?)",
+        (step, event, change, started, now),
+    )
+
+
+def end_activity(tx: Transaction, step: int, event: bytes, change: str) -> None:
+    tx.execute(
+        "DELETE FROM flow_activities WHERE step=? AND event=? AND change=?", (step, event, change)
+    )
 
 
 # -- the causes index ---------------------------------------------------------------------

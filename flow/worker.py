@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from dizzy.flow import tables
+from dizzy.flow.activity import Outcome
 from dizzy.flow.cause import Reaction
 from dizzy.flow.declare import Step
 from dizzy.peer.clock import now_ms
@@ -285,6 +286,7 @@ class Worker:
         self.attempt.due = time.monotonic() + self.options.backoff * 2 ** (self.attempt.tries - 1)
         with self.store.transaction() as tx:
             tables.note_error(tx, self.id, error, now_ms())
+            self.closing(tx, item, "failed", error)
         return Counts(failures=1)
 
     def park(self, item: Item, why: tuple[str, str, str | None], attempts: int) -> Counts:
@@ -295,11 +297,15 @@ class Worker:
                 return Counts()
             tables.park(tx, self.id, item.row, why, attempts, now_ms())
             tables.note_error(tx, self.id, f"{why[0]}: {why[1]}", now_ms())
+            self.closing(tx, item, "parked", f"{why[0]}: {why[1]}")
             if not item.parked:
                 tables.set_position(tx, self.id, item.position)
         if not item.parked:
             self.expected = item.position
         return Counts(done=1, parked=1)
+
+    def closing(self, tx: Transaction, item: Item, outcome: Outcome, error: str | None) -> None:
+        """A run on ``item`` ends without an answer (a handler's activity records it)."""
 
     def load(self, records: Records, item: Item) -> Event:
         raw = records.raw(item.event)
