@@ -62,6 +62,7 @@ class Answer:
     park: tuple[str, str, str | None] | None = None  # (reason, error, traceback): park at once
     error: Exception | None = None  # the handler raised: retry after a back-off
     started: bytes | None = None  # an activity's start event
+    cause: Cause | None = None  # what its emits claim (made once)
 
     @property
     def stops(self) -> bool:
@@ -326,16 +327,17 @@ class HandlerWorker(Worker):
     def _note(self, tx: Transaction, runs: list[tuple[Answer, list[Event]]]) -> Counts:
         """Index the causes of what the runs emitted, mark them handled, count them."""
         causes: list[tuple[bytes, str, str, str, bytes, bytes]] = []
-        ran = Counts()
+        ran = Counts(done=len(runs))
         for answer, emitted in runs:
             causes += index.rows(emitted, self._cause(answer))
             item = answer.item
             if item.parked:
                 tables.unpark(tx, self.id, item.event, item.reaction)
-            stored = item.reaction == "stored"
-            ran += Counts(
-                done=1, emitted=len(emitted), handled=int(stored), invalidated=int(not stored)
-            )
+            ran.emitted += len(emitted)
+            if item.reaction == "stored":
+                ran.handled += 1
+            else:
+                ran.invalidated += 1
         # The index had read the whole feed; the changes since are these appends
         # (and geneses), whose causes are indexed here.
         tables.add_causes(tx, causes)
@@ -398,8 +400,12 @@ class HandlerWorker(Worker):
         return counts, True
 
     def _cause(self, answer: Answer) -> Cause:
-        assert answer.event is not None
-        return Cause(*self.step.key, self.step.version, (answer.event.id,), answer.item.reaction)
+        if answer.cause is None:
+            assert answer.event is not None
+            answer.cause = Cause(
+                *self.step.key, self.step.version, (answer.event.id,), answer.item.reaction
+            )
+        return answer.cause
 
     def _apply(self, tx: Transaction, answer: Answer) -> list[Event]:
         """Create and append what one answer asked for, one operation at a time."""

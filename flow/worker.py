@@ -48,8 +48,8 @@ class Counts:
     failures: int = 0  # failed runs (each retried or parked)
 
     def add(self, other: Counts) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        for name in _COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def __iadd__(self, other: Counts) -> Counts:
         self.add(other)
@@ -57,6 +57,9 @@ class Counts:
 
     def to_json(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_COUNTS = tuple(f.name for f in fields(Counts))
 
 
 @dataclass(frozen=True, slots=True)
