@@ -142,7 +142,7 @@ class HandlerWorker(Worker):
     def on_invalidated(
         self, records: Records, item: Item, known: Known | None
     ) -> tuple[Decision, bytes | None]:
-        if self.handled(records, item.event, "invalidated", known):
+        if self.acted_on(records, item.event, "invalidated", known):
             return "skip", None
         if self.handler.invalidated is None:
             return "note", None
@@ -159,6 +159,15 @@ class HandlerWorker(Worker):
             if tables.answered(records, item.event, flow, name, item.reaction, self._me):
                 return "duplicate", None
         return super().before_run(records, item, known)
+
+    def acted_on(self, records: Records, event: bytes, change: str, known: Known | None) -> bool:
+        # A run that emitted is in the causes index, and gets no handled row of its own
+        # (one random-keyed row less per answer to write): its answers say it acted.
+        if self.handled(records, event, change, known):
+            return True
+        if known is not None:
+            return (event, change) in known.answered
+        return tables.answered(records, event, *self.step.key, change, self._me)
 
     def answered_among(self, records: Records, events: list[bytes]) -> set[tuple[bytes, str]]:
         return tables.answered_among(records, events, *self.step.key, self._me)
@@ -342,7 +351,10 @@ class HandlerWorker(Worker):
         # (and geneses), whose causes are indexed here.
         tables.add_causes(tx, causes)
         tables.set_causes_cursor(tx, tx.records.last_position())
-        tables.mark_handled_many(tx, self.id, [(a.item.event, a.item.reaction) for a, _ in runs])
+        # Runs that emitted nothing are marked handled; the others are in the causes
+        # index, which acted_on reads.
+        quiet = [(a.item.event, a.item.reaction) for a, emitted in runs if not emitted]
+        tables.mark_handled_many(tx, self.id, quiet)
         tables.count(
             tx, self.id, handled=ran.handled, emitted=ran.emitted, invalidated=ran.invalidated
         )

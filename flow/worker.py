@@ -194,7 +194,7 @@ class Worker:
         ):
             return "gone", None  # retried or skipped by someone else meanwhile
         if item.change == "invalidated":
-            if not self.handled(records, item.event, "stored", known):
+            if not self.acted_on(records, item.event, "stored", known):
                 return "skip", None  # never acted on: nothing to answer
             return self.on_invalidated(records, item, known)
         if not self.kind_ok(records, item.entity):
@@ -214,6 +214,10 @@ class Worker:
         if known is not None:
             return (event, change) in known.handled
         return tables.handled(records, self.id, event, change)
+
+    def acted_on(self, records: Records, event: bytes, change: str, known: Known | None) -> bool:
+        """Whether the step handled ``event``'s ``change`` (a handler's answers count)."""
+        return self.handled(records, event, change, known)
 
     def on_invalidated(
         self, records: Records, item: Item, known: Known | None

@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import agent
+from helpers import agent, child, genesis
+from test_permissions import grant, revoke
 
 from dizzy.flow import Context, Flow, FlowEvent, ProjectionDB, Runner
 from dizzy.flow.admin import parked, status
 from dizzy.peer import Store
 from dizzy.peer.transaction import Transaction
 
-OWNER, BOB = agent("owner"), agent("bob")
+OWNER, ADA, BOB = agent("owner"), agent("ada"), agent("bob")
 
 
 @pytest.fixture
@@ -200,3 +201,23 @@ def test_slow_answers_are_stored_without_waiting_for_a_full_batch(store: Store) 
     assert echoes(store, a) == list(range(10))
     # Stored every quarter of a second or so, not all ten at the end.
     assert 0 < stored_before[-1] < 10 and stored_before[0] == 0
+
+
+def test_an_answered_event_admitted_again_is_not_answered_twice(store: Store) -> None:
+    # An answer that emitted is known by its causes, not by a handled row: an event
+    # invalidated and then admitted again must still count as answered.
+    flow, tries = Flow("echo"), Counter[int]()
+    echo(flow, tries)
+    g = genesis(OWNER, "shared", kind="account")
+    admin = grant(OWNER, [g], ADA, "admin")
+    writer = grant(OWNER, [admin], BOB)
+    by_bob = child(BOB, [writer], {"n": 1}, type="note")
+    store.ingest([g, admin, writer, by_bob], source="test")
+    runner = Runner(store, [flow], identity=OWNER)
+    assert runner.drain().emitted == 1
+    store.ingest([revoke(ADA, [by_bob], BOB)], source="test")  # Bob's note falls
+    assert runner.drain().invalidated == 1
+    store.ingest([revoke(OWNER, [admin], ADA)], source="test")  # and comes back
+    counts = runner.drain()
+    assert (counts.emitted, counts.duplicates) == (0, 1)
+    assert tries == {1: 1} and echoes(store, g.entity) == [1]
