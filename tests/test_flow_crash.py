@@ -134,7 +134,8 @@ def test_kill_9_at_random_moments_answers_every_event_exactly_once(tmp_path: Pat
     assert [by_type[emits] for _, emits in STEPS.values()] == [total] * len(STEPS)
     assert settled == [(total, sum(amounts.values()))]
     assert_consistent(path)
-    print(f"\n{kills} kills ({in_flight} in flight), {total} events x {len(STEPS)} steps, {duration:.1f} s")
+    work = f"{total} events x {len(STEPS)} steps"
+    print(f"\n{kills} kills ({in_flight} in flight), {work}, {duration:.1f} s")
 
 
 def _cascade_forever(path: str) -> None:
