@@ -86,7 +86,9 @@ def _summary(counts: Counts) -> str:
 def status_cmd(peer: LocalPeer, out: Output) -> None:
     """Show each handler and projection that ran here: position, lag, counts, last error.
 
-    LAG is how many changes of the types it consumes it has yet to handle.
+    LAG is how many changes of the types it consumes it has yet to handle. Open
+    activities (handlers declared with activity=True) follow: runs started and
+    not ended, running now or interrupted.
 
     \b
     Example:
@@ -109,6 +111,13 @@ def status_cmd(peer: LocalPeer, out: Output) -> None:
     ]
     headers = ["STEP", "KIND", "POSITION", "LAG", "HANDLED", "EMITTED", "PARKED", "INVALIDATED"]
     lines = table(cells, [*headers, "LAST ERROR"], right={2, 3, 4, 5, 6, 7})
+    running = [(r["step"], a) for r in rows for a in r["open"]]
+    if running:  # activities started and not ended: running, or interrupted
+        lines += ["", "open activities (running now, or interrupted: resumed at the next run):"]
+        lines += [
+            f"  {step}  {a['event']}  started {a['started']} at {when(a['at'])}"
+            for step, a in running
+        ]
     out.emit(rows, lines if rows else "no flow has run in this home")
 
 

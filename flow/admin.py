@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from dizzy.flow.projections import rebuild as rebuild_step
-from dizzy.flow.tables import FLOWS
+from dizzy.flow.tables import FLOWS, open_activities
 from dizzy.peer.records import Records
 from dizzy.peer.store import Store
 from dizzy.protocol import NotFoundError, UsageError, entity_id, event_id, parse_event
@@ -25,7 +25,8 @@ StepRow = tuple[int, str, str, str]  # id, flow, name, kind
 
 
 def status(store: Store) -> list[dict[str, Any]]:
-    """Per step: position, lag (changes of its types still to handle), counts, last error."""
+    """Per step: position, lag (changes of its types still to handle), counts, last error,
+    and its open activities (runs started and not ended)."""
     store.install(FLOWS)
     rows = store.query(
         "SELECT s.id, flow, name, kind, consumes, position, handled, emitted, duplicates,"
@@ -33,12 +34,16 @@ def status(store: Store) -> list[dict[str, Any]]:
         " (SELECT count(*) FROM flow_parked p WHERE p.step = s.id)"
         " FROM flow_steps s ORDER BY flow, kind, name"
     )
+    running: dict[int, list[dict[str, Any]]] = {}
+    for step, event, change, started, at in open_activities(store.records):
+        running.setdefault(step, []).append(
+            {"event": event_id(event), "change": change, "started": event_id(started), "at": at}
+        )
     out = []
     for sid, flow, name, kind, consumes, position, *counts in rows:
         handled, emitted, duplicates, invalidated, rebuilds, failures = counts[:6]
         last_error, last_error_at, version, parked_now = counts[6:]
         lag = len(store.changes_after(position, LAG_CAP + 1, json.loads(consumes)))
-        del sid
         out.append(
             {
                 "step": f"{flow}/{name}",
@@ -56,6 +61,9 @@ def status(store: Store) -> list[dict[str, Any]]:
                 "failures": failures,
                 "last_error": last_error,
                 "last_error_at": last_error_at,
+                # Activities started and not ended: running now, or interrupted (a
+                # runner was stopped or killed) and resumed at the next run.
+                "open": running.get(sid, []),
             }
         )
     return out

@@ -30,8 +30,8 @@ __all__ = ["Context", "Create", "Emit", "ProjectionDB"]
 S = TypeVar("S")
 _KIND_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.:/-]{0,63}\Z")
 _CREATE_RE = re.compile(
-    r"\s*CREATE\s+(?:TEMP\s+|TEMPORARY\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"
-    r"[\"`\[]?([A-Za-z_][A-Za-z0-9_]*)",
+    r"\s*CREATE\s+(?:TEMP\s+|TEMPORARY\s+)?TABLE\s+(?P<if>IF\s+NOT\s+EXISTS\s+)?"
+    r"[\"`\[]?(?P<name>[A-Za-z_][A-Za-z0-9_]*)",
     re.IGNORECASE,
 )
 
@@ -64,7 +64,14 @@ class Context:
         self.reaction = reaction  # "stored", or "invalidated" in on_invalidated
         self.ops: list[Emit | Create] = []
         self.violation: tuple[str, str] | None = None  # (reason, detail): park, do not retry
+        # An activity handler's run (docs/flows.md#activities): the id of its start
+        # event, and of the start of the interrupted run it resumes, if any.
+        self.activity: str | None = None
+        self.resumed: str | None = None
         self._store = store
+        # Called before the log is read: the runner stores the answers of the batch
+        # so far, so that the handler sees them as if each had been committed alone.
+        self.before_read: Callable[[], None] | None = None
 
     @property
     def flow(self) -> str:
@@ -126,6 +133,7 @@ class Context:
         It reads the log as committed: what this handler emitted so far in this
         step is not in it yet.
         """
+        self._read()
         state = initial
         for event in self._store.events(entity):
             state = fold(state, flow_event(event, self.step.flow.schemas))
@@ -133,7 +141,12 @@ class Context:
 
     def heads(self, entity: str | None = None) -> list[str]:
         """The entity's current heads (to pass as ``expect_heads``)."""
+        self._read()
         return self._store.heads(self.event.entity if entity is None else entity)
+
+    def _read(self) -> None:
+        if self.before_read is not None:
+            self.before_read()
 
     def _refuse(self, reason: str, detail: str) -> None:
         """Stop the handler: the event is parked with ``reason``, without retries.
@@ -157,12 +170,25 @@ class ProjectionDB:
         self._tx = tx
         self.owned = owned
         self.created: list[str] = []  # tables made in this unit of work
+        # CREATE TABLE IF NOT EXISTS statements run in this unit of work: a function
+        # that runs one per event makes it once per batch (its cursor is kept).
+        self._made: dict[str, Any] = {}
+
+    def forget(self) -> None:
+        """The unit of work was rolled back to before the tables made so far."""
+        for name in self.created:
+            self.owned.discard(name)
+        self.created.clear()
+        self._made.clear()
 
     def execute(self, sql: str, args: Iterable[Any] = ()) -> Any:
         """Run one statement on the projection's tables; returns the cursor."""
+        made = self._made.get(sql)
+        if made is not None:
+            return made
         found = _CREATE_RE.match(sql)
-        if found and found.group(1).lower() not in self.owned:
-            name = found.group(1).lower()  # SQLite's names ignore case
+        if found and found.group("name").lower() not in self.owned:
+            name = found.group("name").lower()  # SQLite's names ignore case
             exists = self._tx.execute(
                 "SELECT 1 FROM sqlite_master WHERE lower(name) = lower(?)", (name,)
             ).fetchone()
@@ -170,7 +196,10 @@ class ProjectionDB:
                 raise UsageError(f"table {name!r} exists and is not this projection's")
             self.owned.add(name)
             self.created.append(name)
-        return self._tx.execute(sql, tuple(args))
+        cursor = self._tx.execute(sql, tuple(args))
+        if found and found.group("if") and not args:
+            self._made[sql] = cursor
+        return cursor
 
     def query(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
         """Rows of a read (of the projection's tables, as written so far)."""

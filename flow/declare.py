@@ -98,6 +98,7 @@ class Handler(Step):
         version: str,
         name: str | None,
         on_invalidated: HandlerFn | None,
+        activity: bool = False,
     ) -> None:
         super().__init__(
             flow,
@@ -109,6 +110,9 @@ class Handler(Step):
             name=name,
         )
         self._emits = _emitted(self.name, self.consumes, emits)
+        if type(activity) is not bool:
+            raise UsageError(f"{self.name}: activity is True or False, got {activity!r}")
+        self.activity = activity  # each run recorded as start and end events
         self.invalidated: HandlerFn | None = None
         if on_invalidated is not None:
             self.on_invalidated(on_invalidated)
@@ -202,15 +206,20 @@ class Flow:
         version: str = "1",
         name: str | None = None,
         on_invalidated: HandlerFn | None = None,
+        activity: bool = False,
     ) -> Callable[[HandlerFn], Handler]:
         """Declare a handler: ``fn(event, ctx)`` runs once per consumed event.
 
         ``on_error="block"`` holds the entity's later events for this handler while
         one of its events is parked; ``retries`` is how many times a failing call is
-        tried again (with back-off) before the event is parked.
+        tried again (with back-off) before the event is parked. ``activity=True``
+        records each run's start and end as events (long work: a peer sees what is
+        running, and a run that was interrupted is resumed, ``ctx.resumed``).
         """
         where = name or "@flow.handler"  # checked now, before a function is given
         _emitted(where, _policy(where, consumes, on_error, retries, version)[0], emits)
+        if type(activity) is not bool:
+            raise UsageError(f"{where}: activity is True or False, got {activity!r}")
 
         def declare(fn: HandlerFn) -> Handler:
             step = Handler(
@@ -223,6 +232,7 @@ class Flow:
                 version=version,
                 name=name,
                 on_invalidated=on_invalidated,
+                activity=activity,
             )
             return self._add(step, self.handlers)
 

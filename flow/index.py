@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from dizzy.flow.cause import CAUSE_KEY, Cause, read_cause
-from dizzy.flow.tables import add_cause, causes_cursor, set_causes_cursor
+from dizzy.flow.tables import add_causes, causes_cursor, set_causes_cursor
 from dizzy.peer.transaction import Transaction
 from dizzy.protocol import Event, decode_event, parse_agent, parse_event
 
-__all__ = ["catch_up", "index"]
+__all__ = ["catch_up", "index", "rows"]
 
 BATCH = 1000
 _MARK = f'"{CAUSE_KEY}"'.encode()  # as canonical JSON writes the key
@@ -44,14 +44,14 @@ def catch_up(tx: Transaction) -> None:
 
 def index(tx: Transaction, events: Iterable[Event], cause: Cause) -> None:
     """Record that ``events`` claim ``cause``."""
-    for event in events:
-        for cited in cause.events:
-            add_cause(
-                tx,
-                parse_event(cited),
-                cause.flow,
-                cause.handler,
-                cause.change,
-                parse_agent(event.author),
-                event.id,
-            )
+    add_causes(tx, rows(events, cause))
+
+
+def rows(events: Iterable[Event], cause: Cause) -> list[tuple[bytes, str, str, str, bytes, bytes]]:
+    """The causes index's rows for ``events`` claiming ``cause``."""
+    cited = [parse_event(e) for e in cause.events]
+    return [
+        (c, cause.flow, cause.handler, cause.change, parse_agent(event.author), event.id)
+        for event in events
+        for c in cited
+    ]

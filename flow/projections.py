@@ -3,8 +3,14 @@ transaction that moves its position, and rebuild them when the valid set shrinks
 
 Unlike a handler, a projection runs inside the transaction: it only writes
 the database, so it holds the lock briefly, and a batch of changes costs one
-commit. Each change runs under a savepoint: one that raises is undone alone,
-the ones before it commit, and it is retried (then parked) like a handler's.
+commit. A batch is first tried whole under one savepoint (the fast path):
+the changes are decided with one query per question, the events read from
+their stored bytes, their handled rows written at once. If anything in it
+is out of the ordinary (a change to park, hold, note or rebuild for, a
+function that raises, data that does not fit its schema), the savepoint is
+rolled back and the batch applied again one change at a time, each under a
+savepoint of its own: one that raises is undone alone, the ones before it
+commit, and it is retried (then parked) like a handler's.
 
 When an event the projection applied becomes invalid, no row can be trusted
 to be free of it: the projection's tables are dropped and the feed replayed
@@ -22,9 +28,9 @@ from collections.abc import Iterable
 from dizzy.flow import tables
 from dizzy.flow.context import ProjectionDB
 from dizzy.flow.declare import Projection
-from dizzy.flow.event import flow_event
+from dizzy.flow.event import flow_event, from_stored
 from dizzy.flow.schema import SchemaError
-from dizzy.flow.worker import Counts, Decision, Item, Worker
+from dizzy.flow.worker import Counts, Decision, Item, Known, Worker
 from dizzy.peer.records import Records
 from dizzy.peer.transaction import Transaction
 from dizzy.protocol import UsageError
@@ -32,6 +38,11 @@ from dizzy.protocol import UsageError
 __all__ = ["ProjectionWorker", "claim_tables", "rebuild"]
 
 SAVEPOINT = "dizzy_flow_projection"
+BATCH_SAVEPOINT = "dizzy_flow_projection_batch"
+
+
+class _Unusual(Exception):
+    """The fast path met a change it leaves to the one-by-one path."""
 
 
 class ProjectionWorker(Worker):
@@ -40,7 +51,9 @@ class ProjectionWorker(Worker):
         assert isinstance(self.step, Projection)
         return self.step
 
-    def on_invalidated(self, records: Records, item: Item) -> tuple[Decision, bytes | None]:
+    def on_invalidated(
+        self, records: Records, item: Item, known: Known | None
+    ) -> tuple[Decision, bytes | None]:
         if item.position <= self.replay_until:
             return "skip", None  # replaying: only what is valid now is applied
         return "rebuild", None
@@ -59,6 +72,11 @@ class ProjectionWorker(Worker):
             if not items[0].parked and tables.position(tx.records, self.id)[0] != expected:
                 return counts  # another runner moved it
             db = ProjectionDB(tx, owned_tables(tx.records, self.id))
+            if not items[0].parked:
+                fast = self._fast(tx, db, items)
+                if fast is not None:
+                    self.expected, self.attempt = items[-1].position, None
+                    return fast
             for item in items:
                 decision, blocker = self.classify(tx.records, item)
                 if decision == "rebuild":
@@ -104,6 +122,37 @@ class ProjectionWorker(Worker):
         elif counts.done or counts.rebuilt:
             self.attempt = None
         return counts
+
+    def _fast(self, tx: Transaction, db: ProjectionDB, items: list[Item]) -> Counts | None:
+        """Apply ``items`` under one savepoint, or None (nothing done) if one of them
+        needs the one-by-one path."""
+        known = self.known(tx.records, items)
+        raws = self.stored(tx.records, items)
+        schemas, fn = self.step.flow.schemas, self.projection.fn
+        handled: list[tuple[bytes, str]] = []
+        tx.execute(f"SAVEPOINT {BATCH_SAVEPOINT}")
+        try:
+            for item in items:
+                decision, _ = self.classify(tx.records, item, known)
+                if decision == "skip":
+                    continue
+                if decision != "run" or item.event not in raws:
+                    raise _Unusual
+                fn(from_stored(item.event, raws[item.event], schemas), db)
+                known.done(item.event, "stored")
+                handled.append((item.event, "stored"))
+        except Exception:
+            tx.execute(f"ROLLBACK TO {BATCH_SAVEPOINT}")
+            tx.execute(f"RELEASE {BATCH_SAVEPOINT}")
+            db.forget()
+            return None
+        tx.execute(f"RELEASE {BATCH_SAVEPOINT}")
+        tables.mark_handled_many(tx, self.id, handled)
+        tables.set_position(tx, self.id, items[-1].position)
+        tables.count(tx, self.id, handled=len(handled))
+        if db.created:
+            remember_tables(tx, self.id, db.owned)
+        return Counts(done=len(items), handled=len(handled))
 
 
 def owned_tables(records: Records, step: int) -> set[str]:

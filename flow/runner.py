@@ -37,7 +37,8 @@ class Runner:
 
     Give it a LocalPeer, or a Store and the ``identity`` that signs what
     handlers emit. ``backoff`` is the wait before a failing handler's first
-    retry (doubled each time); ``batch`` the queue entries a step reads at once.
+    retry (doubled each time); ``batch`` the queue entries a step reads at once
+    (and a handler answers in one transaction).
     """
 
     def __init__(
@@ -47,7 +48,7 @@ class Runner:
         *,
         identity: Keypair | None = None,
         backoff: float = 0.2,
-        batch: int = 100,
+        batch: int = 250,
     ) -> None:
         if isinstance(peer, LocalPeer):
             self.store = peer.store

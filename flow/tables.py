@@ -10,6 +10,7 @@
 ``flow_causes``   the causes claimed by the events of the log (their
                   ``dizzy.cause``), indexed: the idempotency check
 ``flow_cursors``  how far the causes index has read the feed
+``flow_activities`` the runs of activity handlers started and not ended
 
 Reads go through ``Records.query`` (inside a transaction they see its
 writes); writes through ``Transaction.execute``, in the unit of work they
@@ -109,7 +110,24 @@ FLOWS = Component(
                 "CREATE TABLE flow_cursors (name TEXT PRIMARY KEY, position INTEGER NOT NULL)",
                 "INSERT INTO flow_cursors VALUES ('causes', 0)",
             ),
-        )
+        ),
+        Migration(
+            "0002_activities",
+            (
+                """
+                -- The open activities (docs/flows.md#activities): runs whose start
+                -- event is in the log and whose end event is not (yet).
+                CREATE TABLE flow_activities (
+                    step     INTEGER NOT NULL REFERENCES flow_steps(id),
+                    event    BLOB NOT NULL,
+                    change   TEXT NOT NULL,
+                    started  BLOB NOT NULL,   -- the start event
+                    at       INTEGER NOT NULL,
+                    PRIMARY KEY (step, event, change)
+                ) WITHOUT ROWID
+                """,
+            ),
+        ),
     ],
 )
 
@@ -178,8 +196,28 @@ def handled(records: Records, step: int, event: bytes, change: str) -> bool:
     )
 
 
+def handled_among(records: Records, step: int, events: Sequence[bytes]) -> set[tuple[bytes, str]]:
+    """(event, change) of those of ``events`` that ``step`` handled."""
+    return {
+        (bytes(e), str(c))
+        for e, c in _in(
+            records,
+            "SELECT event, change FROM flow_handled WHERE step=? AND event IN",
+            events,
+            step,
+        )
+    }
+
+
 def mark_handled(tx: Transaction, step: int, event: bytes, change: str) -> None:
-    tx.execute("INSERT OR IGNORE INTO flow_handled VALUES (?, ?, ?)", (step, event, change))
+    mark_handled_many(tx, step, [(event, change)])
+
+
+def mark_handled_many(tx: Transaction, step: int, rows: Sequence[tuple[bytes, str]]) -> None:
+    """Mark (event, change) rows handled by ``step``."""
+    tx.executemany(
+        "INSERT OR IGNORE INTO flow_handled VALUES (?, ?, ?)", [(step, e, c) for e, c in rows]
+    )
 
 
 # -- parked events ------------------------------------------------------------------------
@@ -236,6 +274,38 @@ def blocker(records: Records, step: int, entity: bytes, before: int | None) -> b
     return bytes(rows[0][0]) if rows else None
 
 
+# -- activities ---------------------------------------------------------------------------
+
+
+def open_activity(records: Records, step: int, event: bytes, change: str) -> bytes | None:
+    """The start event of ``step``'s open run on (event, change), if there is one."""
+    rows = records.query(
+        "SELECT started FROM flow_activities WHERE step=? AND event=? AND change=?",
+        (step, event, change),
+    )
+    return bytes(rows[0][0]) if rows else None
+
+
+def open_activities(records: Records) -> list[Any]:
+    """(step, event, change, started, at) of every open run, oldest first."""
+    return records.query("SELECT step, event, change, started, at FROM flow_activities ORDER BY at")
+
+
+def begin_activity(
+    tx: Transaction, step: int, event: bytes, change: str, started: bytes, now: int
+) -> None:
+    tx.execute(
+        "INSERT OR REPLACE INTO flow_activities VALUES (?, ?, ?, ?, ?)",
+        (step, event, change, started, now),
+    )
+
+
+def end_activity(tx: Transaction, step: int, event: bytes, change: str) -> None:
+    tx.execute(
+        "DELETE FROM flow_activities WHERE step=? AND event=? AND change=?", (step, event, change)
+    )
+
+
 # -- the causes index ---------------------------------------------------------------------
 
 
@@ -247,19 +317,32 @@ def set_causes_cursor(tx: Transaction, value: int) -> None:
     tx.execute("UPDATE flow_cursors SET position=? WHERE name='causes'", (value,))
 
 
-def add_cause(
-    tx: Transaction,
-    cause: bytes,
-    flow: str,
-    handler: str,
-    change: str,
-    author: bytes,
-    emitted: bytes,
-) -> None:
-    tx.execute(
-        "INSERT OR IGNORE INTO flow_causes VALUES (?, ?, ?, ?, ?, ?)",
-        (cause, flow, handler, change, author, emitted),
+def add_causes(tx: Transaction, rows: Sequence[tuple[bytes, str, str, str, bytes, bytes]]) -> None:
+    """Index (cited event, flow, handler, change, author, emitting event) rows."""
+    if rows:
+        tx.executemany("INSERT OR IGNORE INTO flow_causes VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+
+def answered_among(
+    records: Records, events: Sequence[bytes], flow: str, handler: str, author: bytes
+) -> set[tuple[bytes, str]]:
+    """(event, change) of those of ``events`` that ``author`` answered as flow/handler."""
+    sql = (
+        "SELECT cause, change FROM flow_causes WHERE flow=? AND handler=? AND author=? AND cause IN"
     )
+    return {(bytes(e), str(c)) for e, c in _in(records, sql, events, flow, handler, author)}
+
+
+IN_CHUNK = 500  # values per IN (...) list, well under SQLite's limit on variables
+
+
+def _in(records: Records, sql: str, values: Sequence[Any], *args: Any) -> list[Any]:
+    """Rows of ``sql`` (ending in ``IN``) over ``values``, a chunk at a time."""
+    rows = []
+    for start in range(0, len(values), IN_CHUNK):
+        chunk = values[start : start + IN_CHUNK]
+        rows += records.query(f"{sql} ({','.join('?' * len(chunk))})", (*args, *chunk))
+    return rows
 
 
 def answered(

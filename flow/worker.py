@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from dizzy.flow import tables
+from dizzy.flow.activity import Outcome
 from dizzy.flow.cause import Reaction
 from dizzy.flow.declare import Step
 from dizzy.peer.clock import now_ms
@@ -26,7 +27,7 @@ from dizzy.peer.records import Records
 from dizzy.peer.reports import ChangeKind
 from dizzy.peer.store import Store
 from dizzy.peer.transaction import Transaction
-from dizzy.protocol import Event, Keypair, decode_event, event_id, parse_entity, parse_event
+from dizzy.protocol import Event, Keypair, decode_event, event_id
 
 __all__ = ["Counts", "Item", "Options", "Worker"]
 
@@ -47,8 +48,8 @@ class Counts:
     failures: int = 0  # failed runs (each retried or parked)
 
     def add(self, other: Counts) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        for name in _COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def __iadd__(self, other: Counts) -> Counts:
         self.add(other)
@@ -56,6 +57,9 @@ class Counts:
 
     def to_json(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_COUNTS = tuple(f.name for f in fields(Counts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,7 @@ class Item:
     type: str
     change: ChangeKind
     parked: bool = False
+    raw: bytes | None = field(default=None, repr=False, compare=False)  # if read with it
 
     @property
     def reaction(self) -> Reaction:
@@ -81,7 +86,23 @@ class Item:
 @dataclass(frozen=True, slots=True)
 class Options:
     backoff: float = 0.2  # seconds before the first retry; doubled for each next one
-    batch: int = 100  # queue entries read at a time
+    batch: int = 250  # queue entries read at a time (a handler's answers per transaction)
+    window: float = 0.25  # seconds: a handler's answers are stored once this old, batch full or not
+
+
+@dataclass(slots=True)
+class Known:
+    """What ``classify`` asks of the log about a batch of entries, read with one query
+    per question for the whole batch, and kept up to date with the batch's own writes."""
+
+    invalid: set[bytes]  # events invalid now
+    handled: set[tuple[bytes, str]]  # (event, change) the step handled
+    answered: set[tuple[bytes, str]]  # (event, change) this agent answered as the step
+
+    def done(self, event: bytes, change: str) -> None:
+        """The step handled (and, for a handler, answered) ``event``'s ``change``."""
+        self.handled.add((event, change))
+        self.answered.add((event, change))
 
 
 @dataclass(slots=True)
@@ -125,11 +146,28 @@ class Worker:
                 for e, c, p, n, t, _ in rows
             ]
         self.expected, self.replay_until = tables.position(records, self.id)
-        changes = self.store.changes_after(self.expected, batch, self.step.consumes)
-        return [
-            Item(c.position, parse_event(c.event), parse_entity(c.entity), c.type, c.kind)
-            for c in changes
-        ]
+        with records.reading():  # keys as bytes: no printable ids made and parsed back
+            rows = records.change_rows(self.expected, batch, self.step.consumes)
+        return [Item(p, bytes(e), bytes(n), t, k) for p, k, e, n, t in rows]
+
+    def known(self, records: Records, items: list[Item]) -> Known:
+        events = list(dict.fromkeys(i.event for i in items))
+        return Known(
+            records.invalid_among(events),
+            tables.handled_among(records, self.id, events),
+            self.answered_among(records, events),
+        )
+
+    def answered_among(self, records: Records, events: list[bytes]) -> set[tuple[bytes, str]]:
+        return set()
+
+    def stored(self, records: Records, items: list[Item]) -> dict[bytes, bytes]:
+        """The stored bytes of the items' events (read with them, or now at once)."""
+        found = {i.event: i.raw for i in items if i.raw is not None}
+        missing = [i.event for i in items if i.raw is None]
+        if missing:
+            found |= {bytes(k): raw for k, _, raw in records.rows_of(missing)}
+        return found
 
     def ours(self, records: Records, item: Item) -> bool:
         """Inside the transaction: nobody took this entry off the queue meanwhile."""
@@ -146,30 +184,49 @@ class Worker:
 
     # -- decisions --------------------------------------------------------------------
 
-    def classify(self, records: Records, item: Item) -> tuple[Decision, bytes | None]:
-        """What to do with ``item`` (and the parked event that blocks it, if any)."""
+    def classify(
+        self, records: Records, item: Item, known: Known | None = None
+    ) -> tuple[Decision, bytes | None]:
+        """What to do with ``item`` (and the parked event that blocks it, if any); with
+        ``known``, the facts read for its batch instead of a query per question."""
         if item.parked and not tables.waiting_for_retry(
             records, self.id, item.event, item.reaction
         ):
             return "gone", None  # retried or skipped by someone else meanwhile
         if item.change == "invalidated":
-            if not tables.handled(records, self.id, item.event, "stored"):
+            if not self.acted_on(records, item.event, "stored", known):
                 return "skip", None  # never acted on: nothing to answer
-            return self.on_invalidated(records, item)
+            return self.on_invalidated(records, item, known)
         if not self.kind_ok(records, item.entity):
             return "skip", None
         # Invalid by now (a revoke came after): its invalidation is on the way, and
         # it was never handled, so there is nothing to undo.
-        if item.event in records.verdicts_of(item.entity):
+        if known is not None:
+            if item.event in known.invalid:
+                return "skip", None
+        elif item.event in records.verdicts_of(item.entity):
             return "skip", None
-        if tables.handled(records, self.id, item.event, "stored"):
+        if self.handled(records, item.event, "stored", known):
             return "skip", None  # admitted again after an invalidation: once is enough
-        return self.before_run(records, item)
+        return self.before_run(records, item, known)
 
-    def on_invalidated(self, records: Records, item: Item) -> tuple[Decision, bytes | None]:
+    def handled(self, records: Records, event: bytes, change: str, known: Known | None) -> bool:
+        if known is not None:
+            return (event, change) in known.handled
+        return tables.handled(records, self.id, event, change)
+
+    def acted_on(self, records: Records, event: bytes, change: str, known: Known | None) -> bool:
+        """Whether the step handled ``event``'s ``change`` (a handler's answers count)."""
+        return self.handled(records, event, change, known)
+
+    def on_invalidated(
+        self, records: Records, item: Item, known: Known | None
+    ) -> tuple[Decision, bytes | None]:
         raise NotImplementedError
 
-    def before_run(self, records: Records, item: Item) -> tuple[Decision, bytes | None]:
+    def before_run(
+        self, records: Records, item: Item, known: Known | None
+    ) -> tuple[Decision, bytes | None]:
         if self.step.on_error == "block":
             first = tables.blocker(
                 records, self.id, item.entity, item.position if item.parked else None
@@ -236,6 +293,7 @@ class Worker:
         self.attempt.due = time.monotonic() + self.options.backoff * 2 ** (self.attempt.tries - 1)
         with self.store.transaction() as tx:
             tables.note_error(tx, self.id, error, now_ms())
+            self.closing(tx, item, "failed", error)
         return Counts(failures=1)
 
     def park(self, item: Item, why: tuple[str, str, str | None], attempts: int) -> Counts:
@@ -246,11 +304,15 @@ class Worker:
                 return Counts()
             tables.park(tx, self.id, item.row, why, attempts, now_ms())
             tables.note_error(tx, self.id, f"{why[0]}: {why[1]}", now_ms())
+            self.closing(tx, item, "parked", f"{why[0]}: {why[1]}")
             if not item.parked:
                 tables.set_position(tx, self.id, item.position)
         if not item.parked:
             self.expected = item.position
         return Counts(done=1, parked=1)
+
+    def closing(self, tx: Transaction, item: Item, outcome: Outcome, error: str | None) -> None:
+        """A run on ``item`` ends without an answer (a handler's activity records it)."""
 
     def load(self, records: Records, item: Item) -> Event:
         raw = records.raw(item.event)

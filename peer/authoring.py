@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from dizzy.peer.records import Records
@@ -115,8 +116,57 @@ class Author:
     ) -> tuple[list[Event], Moved]:
         """Sign and store several events, each on the previous; returns them and
         the (kind, event, type) changes they made to other events' validity."""
+        chain = self._lay_out(author, entity, list(items), clock, expected_heads)
+        events = self.signer.sign_all(chain.unsigned, author)
+        if not events:
+            return [], []
+        self._store([(chain, events)])
+        if not chain.permission:
+            return events, []
+        # A grant or revoke can change the verdicts of events stored before (the
+        # new events themselves were checked above).
+        moved = rejudge(self.records, chain.key, self.now, {e.event_id for e in events})
+        return events, moved.moved(chain.key)
+
+    def append_each(
+        self, author: Keypair, items: Sequence[tuple[str, str, dict[str, Any]]], *, clock: int
+    ) -> list[Event]:
+        """Sign and store (entity, type, data) events, into several entities, each on
+        the previous event of its entity; in ``items``' order. One layout per entity,
+        one signing pass and one write of every row for them all. No grants or
+        revokes (they change validity: append them with ``append_many``)."""
+        groups: dict[str, list[int]] = {}
+        for i, (entity, type_, _) in enumerate(items):
+            if type_ in PERMISSION_TYPES:
+                raise UsageError("append_each does not append grants or revokes")
+            groups.setdefault(entity, []).append(i)
+        chains = [
+            self._lay_out(author, entity, [items[i][1:] for i in where], clock, None)
+            for entity, where in groups.items()
+        ]
+        signed = self.signer.sign_all([u for c in chains for u in c.unsigned], author)
+        pairs, at = [], 0
+        for chain in chains:
+            pairs.append((chain, signed[at : at + len(chain.unsigned)]))
+            at += len(chain.unsigned)
+        self._store(pairs)
+        out: list[Event | None] = [None] * len(items)
+        for (_, events), where in zip(pairs, groups.values(), strict=True):
+            for i, event in zip(where, events, strict=True):
+                out[i] = event
+        return [e for e in out if e is not None]
+
+    def _lay_out(
+        self,
+        author: Keypair,
+        entity: str,
+        items: Sequence[tuple[str, dict[str, Any]]],
+        clock: int,
+        expected_heads: Iterable[str] | None,
+    ) -> _Chain:
+        """Check that ``author`` may append ``items`` to ``entity`` and lay them out,
+        each on the previous, on the entity's heads (nothing signed or written yet)."""
         key = parse_entity(entity)
-        items = list(items)
         records = self.records
         creator = self.creators.get(key)
         if creator is None:
@@ -181,20 +231,41 @@ class Author:
                 raise UsageError(str(exc)) from None
             unsigned.append(UnsignedEvent.of(body))
             parents, depth = (unsigned[-1].event_id,), depth + 1
-        events = self.signer.sign_all(unsigned, author)
+        return _Chain(key, heads, unsigned, its_frontier, shared, permission)
+
+    def _store(self, chains: Sequence[tuple[_Chain, list[Event]]]) -> None:
+        """Write the signed events of laid-out chains, their frontiers and the heads."""
+        events: list[Event] = []
+        frontiers: list[bytes | None] = []
+        gone: list[tuple[bytes, bytes]] = []
+        new: list[tuple[bytes, bytes]] = []
+        for chain, signed in chains:
+            if not signed:
+                continue
+            its_frontier = chain.frontier
+            for event in signed:  # each on the previous: a grant or revoke is the next one's
+                frontiers.append(pack(its_frontier))
+                if event.type in PERMISSION_TYPES:
+                    its_frontier = (event.event_id,)
+            events += signed
+            gone += [(chain.key, h) for h, *_ in chain.heads]
+            new.append((chain.key, signed[-1].id))
         if not events:
-            return [], []
-        frontiers = []
-        for event in events:  # each on the previous: a grant or revoke is the next one's frontier
-            frontiers.append(pack(its_frontier))
-            if event.type in PERMISSION_TYPES:
-                its_frontier = (event.event_id,)
-        records.insert_events(events, frontiers, self.now, None)
-        records.update_heads([(key, h) for h, *_ in heads], [(key, events[-1].id)])
+            return
+        self.records.insert_events(events, frontiers, self.now, None)
+        self.records.update_heads(gone, new)
+        shared = [chain.key for chain, signed in chains if chain.shared and signed]
         if shared:
-            records.mark_shared([key])
-        if not permission:
-            return events, []
-        # A grant or revoke can change the verdicts of events stored before (the
-        # new events themselves were checked above).
-        return events, rejudge(records, key, self.now, {e.event_id for e in events}).moved(key)
+            self.records.mark_shared(shared)
+
+
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    """Events laid out on an entity's heads, checked, not yet signed."""
+
+    key: bytes  # the entity
+    heads: list[tuple[bytes, int, str, bytes | None]]  # (id, depth, type, frontier), replaced
+    unsigned: list[UnsignedEvent]
+    frontier: tuple[str, ...]  # the permission frontier of the first event
+    shared: bool  # written by another than the creator, or a grant or revoke
+    permission: bool  # holds a grant or revoke

@@ -110,6 +110,10 @@ class Records(Protocol):
 
     def verdicts_of(self, entity: bytes) -> dict[bytes, tuple[str, str]]: ...
 
+    def invalid_among(self, events: Sequence[bytes]) -> set[bytes]:
+        """Those of ``events`` that are invalid now (a verdict holds them)."""
+        ...
+
     def put_verdict(self, event: bytes, entity: bytes, why: tuple[str, str], now: int) -> None: ...
 
     def drop_verdict(self, event: bytes) -> None: ...
@@ -295,6 +299,12 @@ class Records(Protocol):
     def changes_after(
         self, position: int, limit: int, types: Sequence[str] | None = None
     ) -> list[Change]: ...
+
+    def change_rows(
+        self, position: int, limit: int, types: Sequence[str] | None = None
+    ) -> list[Any]:
+        """``changes_after`` as (position, kind, event, entity, type) rows, keys as bytes."""
+        ...
 
     def invalidated_between(
         self, after: int, until: int, author: bytes

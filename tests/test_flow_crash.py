@@ -134,13 +134,16 @@ def test_kill_9_at_random_moments_answers_every_event_exactly_once(tmp_path: Pat
     assert [by_type[emits] for _, emits in STEPS.values()] == [total] * len(STEPS)
     assert settled == [(total, sum(amounts.values()))]
     assert_consistent(path)
-    print(f"\n{kills} kills, {total} events x {len(STEPS)} steps, {duration:.1f} s")
+    work = f"{total} events x {len(STEPS)} steps"
+    print(f"\n{kills} kills ({in_flight} in flight), {work}, {duration:.1f} s")
 
 
 def _cascade_forever(path: str) -> None:
     """Child: follow the feed with the cascade until killed."""
     with Store(path) as store:
-        runner = Runner(store, [cascade()], identity=OWNER)
+        # Small batches: each answer is stored with the others of its batch, so
+        # a kill lands inside a batch, and there are enough batches for every kill.
+        runner = Runner(store, [cascade()], identity=OWNER, batch=10)
         print("ready", flush=True)
         runner.run(threading.Event())
 

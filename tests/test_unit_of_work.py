@@ -118,3 +118,22 @@ def _units_forever(path: str, entity: str) -> None:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["units"]:
     _units_forever(sys.argv[2], sys.argv[3])
+
+
+def test_append_each_chains_each_entity_and_writes_them_together(tmp_path: Path) -> None:
+    with Store(tmp_path / "dizzy.db") as store:
+        a = store.create_entity(OWNER, "thing", "a", seed=b"a" * 32, clock=1).entity
+        b = store.create_entity(OWNER, "thing", "b", seed=b"b" * 32, clock=1).entity
+        first = store.append(OWNER, a, "step", {"n": 0}, clock=2)
+        items = [(a, "step", {"n": 1}), (b, "step", {"n": 2}), (a, "step", {"n": 3})]
+        before = store.last_position()
+        with store.transaction() as tx:
+            made = tx.append_each(OWNER, items, clock=3)
+        assert [(e.entity, e.body.data["n"]) for e in made] == [(a, 1), (b, 2), (a, 3)]
+        assert made[0].parents == (first.event_id,) and made[2].parents == (made[0].event_id,)
+        assert store.heads(a) == [made[2].event_id] and store.heads(b) == [made[1].event_id]
+        assert [c.event for c in store.changes_after(before)] == [e.event_id for e in made]
+        assert [e.event_id for e in store.events(a)][-2:] == [made[0].event_id, made[2].event_id]
+        with pytest.raises(UsageError, match="grants or revokes"), store.transaction() as tx:
+            tx.append_each(OWNER, [(a, "dizzy.grant", {"agent": OTHER.agent_id})], clock=4)
+        assert store.heads(a) == [made[2].event_id]

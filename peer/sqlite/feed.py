@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 from dizzy.peer.reports import Change, ChangeKind
 from dizzy.protocol import entity_id, event_id
@@ -49,27 +50,31 @@ class FeedRows:
     def changes_after(
         self, position: int, limit: int, types: Sequence[str] | None = None
     ) -> list[Change]:
+        rows = self.change_rows(position, limit, types)
+        return [Change(p, k, event_id(e), entity_id(n), t) for p, k, e, n, t in rows]
+
+    def change_rows(
+        self, position: int, limit: int, types: Sequence[str] | None = None
+    ) -> list[Any]:
         if types is None:
-            rows = self.db.execute(
+            return self.db.execute(
                 f"SELECT {_COLUMNS} FROM changes WHERE position > ? ORDER BY position LIMIT ?",
                 (position, limit),
             ).fetchall()
-        else:
-            # One range of the (type, position) index per type, merged: each
-            # read is as cheap as the changes it returns, however far behind.
-            rows = list(
-                heapq.merge(
-                    *(
-                        self.db.execute(
-                            f"SELECT {_COLUMNS} FROM changes WHERE type = ? AND position > ?"
-                            " ORDER BY position LIMIT ?",
-                            (t, position, limit),
-                        ).fetchall()
-                        for t in sorted(set(types))
-                    )
+        # One range of the (type, position) index per type, merged: each
+        # read is as cheap as the changes it returns, however far behind.
+        return list(
+            heapq.merge(
+                *(
+                    self.db.execute(
+                        f"SELECT {_COLUMNS} FROM changes WHERE type = ? AND position > ?"
+                        " ORDER BY position LIMIT ?",
+                        (t, position, limit),
+                    ).fetchall()
+                    for t in sorted(set(types))
                 )
-            )[:limit]
-        return [Change(p, k, event_id(e), entity_id(n), t) for p, k, e, n, t in rows]
+            )
+        )[:limit]
 
     def invalidated_between(
         self, after: int, until: int, author: bytes

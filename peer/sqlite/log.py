@@ -254,6 +254,10 @@ class LogRows:
         rows = self.db.execute("SELECT id, reason, detail FROM verdicts WHERE entity=?", (entity,))
         return {k: (reason, detail) for k, reason, detail in rows}
 
+    def invalid_among(self, events: Sequence[bytes]) -> set[bytes]:
+        sql = "SELECT id FROM verdicts WHERE id IN ({marks})"
+        return {row[0] for row in in_chunks(self.db, sql, events)}
+
     def put_verdict(self, event: bytes, entity: bytes, why: tuple[str, str], now: int) -> None:
         verdict_moves(self.db, event, why[0])
         self.db.execute(
