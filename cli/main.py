@@ -32,6 +32,11 @@ def app() -> None:
       dizzy append en_… note --data '{"text": "hello"}'
       dizzy log en_…                             events in causal order
       dizzy verify en_…                          who created it, who wrote what
+
+    \b
+    Ids can be shortened to 8 characters after en_/ev_/ag_ while unique here,
+    and an entity given a local name:
+      dizzy entity name en_… results
     """
 
 
