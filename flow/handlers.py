@@ -337,9 +337,13 @@ class HandlerWorker(Worker):
         """Index the causes of what the runs emitted, mark them handled, count them."""
         causes: list[tuple[bytes, str, str, str, bytes, bytes]] = []
         ran = Counts(done=len(runs))
+        flow, name = self.step.key
+        me = self._me
         for answer, emitted in runs:
-            causes += index.rows(emitted, self._cause(answer))
             item = answer.item
+            # What index.rows would read back from the cause: the entry's event, answered
+            # by this agent as this step (no printable id parsed again per event).
+            causes += [(item.event, flow, name, item.reaction, me, e.id) for e in emitted]
             if item.parked:
                 tables.unpark(tx, self.id, item.event, item.reaction)
             ran.emitted += len(emitted)

@@ -5,7 +5,9 @@ Unlike a handler, a projection runs inside the transaction: it only writes
 the database, so it holds the lock briefly, and a batch of changes costs one
 commit. A batch is first tried whole under one savepoint (the fast path):
 the changes are decided with one query per question, the events read from
-their stored bytes, their handled rows written at once. If anything in it
+their stored bytes, what they applied recorded at once, by feed position
+(``flow_applied``: rows added at the end of a table, not at random places
+of an index by event id, which cost as much as the rest). If anything in it
 is out of the ordinary (a change to park, hold, note or rebuild for, a
 function that raises, data that does not fit its schema), the savepoint is
 rolled back and the batch applied again one change at a time, each under a
@@ -58,6 +60,25 @@ class ProjectionWorker(Worker):
             return "skip", None  # replaying: only what is valid now is applied
         return "rebuild", None
 
+    def known(self, records: Records, items: list[Item]) -> Known:
+        known = super().known(records, items)
+        # An event's first change is 'stored', and the queue is read in feed order:
+        # nothing applied it before its own entry (a rebuild forgets all). Only the
+        # other entries (an admission, an invalidation, a parked event retried) ask
+        # whether it was applied in a batch, and only they pay for reading that.
+        asking = list(dict.fromkeys(i.event for i in items if i.change != "stored" or i.parked))
+        if asking:
+            applied = tables.applied_among(records, self.id, asking)
+            known.handled |= {(e, "stored") for e in applied}
+        return known
+
+    def handled(self, records: Records, event: bytes, change: str, known: Known | None) -> bool:
+        if known is not None:
+            return (event, change) in known.handled
+        return tables.handled(records, self.id, event, change) or (
+            change == "stored" and bool(tables.applied_among(records, self.id, [event]))
+        )
+
     def step_once(self) -> Counts:
         if time.monotonic() < self.due:
             return Counts()
@@ -77,8 +98,9 @@ class ProjectionWorker(Worker):
                 if fast is not None:
                     self.expected, self.attempt = items[-1].position, None
                     return fast
+            known = self.known(tx.records, items)
             for item in items:
-                decision, blocker = self.classify(tx.records, item)
+                decision, blocker = self.classify(tx.records, item, known)
                 if decision == "rebuild":
                     rebuild(tx, self.id, self.projection.tables, item.position, invalidated=True)
                     counts += Counts(invalidated=1, rebuilt=1)
@@ -104,6 +126,7 @@ class ProjectionWorker(Worker):
                     break
                 tx.execute(f"RELEASE {SAVEPOINT}")
                 tables.mark_handled(tx, self.id, item.event, "stored")
+                known.done(item.event, "stored")
                 self.advance(tx, item)
                 if not item.parked:
                     expected = item.position
@@ -129,7 +152,7 @@ class ProjectionWorker(Worker):
         known = self.known(tx.records, items)
         raws = self.stored(tx.records, items)
         schemas, fn = self.step.flow.schemas, self.projection.fn
-        handled: list[tuple[bytes, str]] = []
+        applied: list[tuple[int, bytes]] = []
         tx.execute(f"SAVEPOINT {BATCH_SAVEPOINT}")
         try:
             for item in items:
@@ -140,19 +163,19 @@ class ProjectionWorker(Worker):
                     raise _Unusual
                 fn(from_stored(item.event, raws[item.event], schemas), db)
                 known.done(item.event, "stored")
-                handled.append((item.event, "stored"))
+                applied.append((item.position, item.event))
         except Exception:
             tx.execute(f"ROLLBACK TO {BATCH_SAVEPOINT}")
             tx.execute(f"RELEASE {BATCH_SAVEPOINT}")
             db.forget()
             return None
         tx.execute(f"RELEASE {BATCH_SAVEPOINT}")
-        tables.mark_handled_many(tx, self.id, handled)
+        tables.mark_applied(tx, self.id, applied)
         tables.set_position(tx, self.id, items[-1].position)
-        tables.count(tx, self.id, handled=len(handled))
+        tables.count(tx, self.id, handled=len(applied))
         if db.created:
             remember_tables(tx, self.id, db.owned)
-        return Counts(done=len(items), handled=len(handled))
+        return Counts(done=len(items), handled=len(applied))
 
 
 def owned_tables(records: Records, step: int) -> set[str]:
@@ -173,6 +196,7 @@ def rebuild(
     for table in dropped:
         tx.execute(f'DROP TABLE IF EXISTS "{table}"')
     tx.execute("DELETE FROM flow_handled WHERE step=?", (step,))
+    tx.execute("DELETE FROM flow_applied WHERE step=?", (step,))
     tx.execute("DELETE FROM flow_parked WHERE step=?", (step,))
     tx.execute(
         "UPDATE flow_steps SET position=0, replay_until=?, tables=?,"
