@@ -29,6 +29,13 @@ from dizzy.protocol import Keypair, UsageError
 
 __all__ = ["Runner"]
 
+# The page cache of each connection a runner works through (SQLite's default is
+# 2 MB). Ids are random: each answer adds keys at random places of the indexes
+# by id (events, range sums, the causes index) and each batch reads events and
+# causes by id, so once those outgrow the cache nearly every insert reads a
+# page back from the file: 64 MB keeps them cached to a few hundred thousand
+# events (a 100k drain 48.3 -> 44.2 s). Only the pages read take memory.
+CACHE_KIB = 64 << 10
 IDLE_WAIT_S = 0.25  # longest sleep of an idle worker before it looks at ``stop`` again
 
 
@@ -64,6 +71,7 @@ class Runner:
         if backoff < 0 or batch < 1:
             raise UsageError("backoff is >= 0 seconds and batch >= 1")
         self.options = Options(backoff=backoff, batch=batch)
+        self.store.records.cache(CACHE_KIB)
         self.store.install(FLOWS)
         self.steps: list[tuple[Step, int]] = []
         with self.store.transaction() as tx:
@@ -113,6 +121,7 @@ class Runner:
         def follow(step: Step, sid: int) -> None:
             try:
                 with Store(self.store.path) as store, FeedWaiter(store) as waiter:
+                    store.records.cache(CACHE_KIB)
                     worker = self._worker(step, sid, store)
                     while not stop.is_set():
                         once = worker.step_once()

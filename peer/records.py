@@ -31,6 +31,10 @@ class Records(Protocol):
 
     def close(self) -> None: ...
 
+    def cache(self, kib: int) -> None:
+        """Let this connection keep up to ``kib`` KiB of the log's pages in memory."""
+        ...
+
     def transaction(self) -> AbstractContextManager[Any]:
         """A write transaction: everything inside commits together or not at all;
         one writer at a time. Yields the backend's connection, for components'

@@ -37,6 +37,9 @@ class SQLiteRecords(LogRows, PendingRows, ReplicationRows, SumRows, PeerRows, Fe
         self.agents_written = set()
         self._watch: sqlite3.Connection | None = None
 
+    def cache(self, kib: int) -> None:
+        self.db.execute(f"PRAGMA cache_size=-{int(kib)}")  # SQLite's default: 2 MB
+
     def close(self) -> None:
         self.db.close()
         if self._watch is not None:

@@ -26,7 +26,6 @@ __all__ = ["BUSY_TIMEOUT_S", "connect", "in_chunks", "translated"]
 BUSY_TIMEOUT_S = 30.0
 WAL_CHECKPOINT_PAGES = 10_000  # about 40 MB of WAL between checkpoints
 WAL_SIZE_LIMIT = 64 << 20  # the WAL file is truncated to this after a checkpoint
-CACHE_KIB = 64 << 10  # the page cache of a connection, at most (SQLite's default: 2 MB)
 IN_CHUNK = 500  # values bound to one ``IN (...)``: under SQLite's oldest variable limit
 
 
@@ -46,12 +45,6 @@ def connect(path: Path) -> sqlite3.Connection:
             db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             db.execute("PRAGMA foreign_keys=ON")
-            # Ids are random: each event stored adds a key at a random place of
-            # the indexes by id (events, range sums, a flow's causes), so once
-            # those outgrow the cache nearly every insert reads a page back from
-            # the file. 64 MB keeps them cached to a few hundred thousand events;
-            # the cache only takes the memory of the pages actually read.
-            db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             register_functions(db)  # the range sums' arithmetic (peer/sqlite/sums.py)
             migrate(db)
         except BaseException:
