@@ -11,14 +11,16 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import click
 
 from dizzy.cli.output import Output
-from dizzy.peer import Home, LocalPeer
-from dizzy.peer.names import resolve
-from dizzy.protocol import DizzyError, KeystoreError, UsageError
+
+# dizzy.peer and dizzy.protocol are imported where they are used: `dizzy --help`
+# needs neither (importing them is most of a start's time).
+if TYPE_CHECKING:
+    from dizzy.peer import LocalPeer
 
 __all__ = [
     "AGENT",
@@ -87,6 +89,8 @@ class DizzyGroup(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
+        from dizzy.protocol import DizzyError
+
         try:
             return super().invoke(ctx)
         except DizzyError as exc:
@@ -132,6 +136,9 @@ ENTITY_OR_EVENT = IdType("entity|event", "en_", "ev_")
 
 
 def _resolved(peer: LocalPeer, value: Any) -> Any:
+    from dizzy.peer.names import resolve
+    from dizzy.protocol import KeystoreError
+
     if isinstance(value, IdText):
         also = []
         if "ag_" in value.prefixes:  # this home's agent, known before it writes anything
@@ -166,6 +173,8 @@ def _with_peer(func: F, *, creates_home: bool) -> F:
     @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
     @functools.wraps(func)
     def wrapper(home: Path | None, as_json: bool, **kwargs: Any) -> Any:
+        from dizzy.peer import Home, LocalPeer
+
         chosen = Home.resolve(home)
         with LocalPeer(chosen, passphrase=_ask_passphrase, create=creates_home) as peer:
             kwargs = {key: _resolved(peer, value) for key, value in kwargs.items()}
@@ -180,6 +189,8 @@ def _ask_passphrase() -> str:
 
 def check_url(url: str) -> str:
     """A peer URL as the log keeps it (no trailing slash); UsageError if not http(s)."""
+    from dizzy.protocol import UsageError
+
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"a peer URL starts with http:// or https://, got {url!r}")
     return url.rstrip("/")
@@ -187,6 +198,8 @@ def check_url(url: str) -> str:
 
 def read_data(value: str) -> dict[str, Any]:
     """The --data of an event: a JSON object given inline, as @FILE, or as - (stdin)."""
+    from dizzy.protocol import UsageError
+
     if value == "-":
         text = sys.stdin.read(MAX_DATA_FILE + 1)
     elif value.startswith("@"):

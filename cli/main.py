@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import click
 
-from dizzy.cli import access, bundles, events, identity, proofs
 from dizzy.cli.common import DizzyGroup
 
 __all__ = ["app"]
@@ -40,23 +39,79 @@ def app() -> None:
     """
 
 
+# Every command is imported when it runs (cli/common.py#DizzyGroup): `dizzy
+# --help` and a command that needs no network load no more than they use.
 # identity, entities and events
-app.add_command(identity.init)
-app.add_command(identity.show_id)
-app.add_command(events.entity)
-app.add_command(events.append)
-app.add_command(events.log)
-app.add_command(events.show)
-app.add_command(events.heads)
+app.add_lazy(
+    "init",
+    "dizzy.cli.identity:init",
+    "Create this home's agent identity (an Ed25519 keypair).",
+)
+app.add_lazy(
+    "id",
+    "dizzy.cli.identity:show_id",
+    "Print this home's agent id.",
+)
+app.add_lazy(
+    "entity",
+    "dizzy.cli.events:entity",
+    "Create and list entities.",
+)
+app.add_lazy(
+    "append",
+    "dizzy.cli.events:append",
+    "Sign an event of TYPE and append it to ENTITY; print its id.",
+)
+app.add_lazy(
+    "log",
+    "dizzy.cli.events:log",
+    "List ENTITY's valid events in causal order (depth, then id).",
+)
+app.add_lazy(
+    "show",
+    "dizzy.cli.events:show",
+    "Show one event.",
+)
+app.add_lazy(
+    "heads",
+    "dizzy.cli.events:heads",
+    "Print ENTITY's current heads, one per line: the events a new event names as its parents "
+    "(several after concurrent writes).",
+)
 # verification and proofs
-app.add_command(proofs.verify)
-app.add_command(proofs.proof)
+app.add_lazy(
+    "verify",
+    "dizzy.cli.proofs:verify",
+    "Prove who created ENTITY and who wrote each of its events; given an EVENT (ev_…), that "
+    "event and its causal past only.",
+)
+app.add_lazy(
+    "proof",
+    "dizzy.cli.proofs:proof",
+    "Write a self-contained proof of ENTITY to a file.",
+)
 # rights (docs/permissions.md)
-app.add_command(access.grant)
-app.add_command(access.revoke)
-app.add_command(access.members)
-app.add_command(access.quarantine)
-# other peers (imported when used: they import aiohttp)
+app.add_lazy(
+    "grant",
+    "dizzy.cli.access:grant",
+    "Give AGENT a role on ENTITY: writers append, admins also grant and revoke writers.",
+)
+app.add_lazy(
+    "revoke",
+    "dizzy.cli.access:revoke",
+    "Take AGENT's role on ENTITY away.",
+)
+app.add_lazy(
+    "members",
+    "dizzy.cli.access:members",
+    "List who may write to ENTITY now, and their roles.",
+)
+app.add_lazy(
+    "quarantine",
+    "dizzy.cli.access:quarantine",
+    "What this peer rejected or holds as invalid, and why.",
+)
+# other peers
 app.add_lazy(
     "peer",
     "dizzy.cli.network:peer_group",
@@ -68,7 +123,11 @@ app.add_lazy(
     "dizzy.cli.network:follow",
     "Replicate ENTITY from now on (its events come with the next sync).",
 )
-app.add_command(bundles.bundle)
+app.add_lazy(
+    "bundle",
+    "dizzy.cli.bundles:bundle",
+    "Move events between peers as a file, with no network.",
+)
 # datasets (docs/files.md)
 app.add_lazy(
     "share",
