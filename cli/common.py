@@ -43,12 +43,11 @@ MAX_DATA_FILE = 1 << 20
 class DizzyGroup(click.Group):
     """Turns every DizzyError into one line on stderr and exit status 1.
 
-    A command can also be registered by where it is (``add_lazy``): its module
-    is imported when the command runs. The commands that talk to peers import
-    aiohttp, about a quarter of a second at every start that the others need
-    not pay (`dizzy log` prints its first line sooner); so that `dizzy --help`
-    does not pay it either, a lazy command's one-line help is given with it
-    (tests/test_cli.py checks it against the command's own).
+    Commands are registered by where they are (``add_lazy``), with their
+    one-line help: a command's module is imported when it runs, so `dizzy
+    --help` imports none of them, and a command pays only for what it uses
+    (aiohttp only for those that talk to peers; tests/test_cli.py checks the
+    helps against the commands' own).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
