@@ -9,7 +9,7 @@ HOME_FLAG := $(if $(HOME_DIR),--home $(HOME_DIR))
 
 # Strict editable installs link each module (so type checkers see the dizzy.*
 # package as installed): reinstall when a package folder gains or loses a file.
-$(BIN)/.installed: pyproject.toml protocol peer peer/sqlite flow cli protocol/_sigbatch.c
+$(BIN)/.installed: pyproject.toml protocol peer peer/sqlite flow cli protocol/_native.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -e '.[test,bench]' \

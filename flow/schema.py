@@ -42,6 +42,8 @@ def decode(cls: type[Any], data: Mapping[str, Any]) -> Any:
 
 def encode(value: Any) -> Any:
     """The JSON value of a dataclass instance (fields as object keys), lists for tuples."""
+    if type(value) is dict:  # the usual data: a copy, its plain values as they are
+        return {k: v if type(v) in _PLAIN else encode(v) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, list | tuple):
@@ -50,6 +52,8 @@ def encode(value: Any) -> Any:
         return {k: encode(v) for k, v in value.items()}
     return value
 
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 # -- the types ----------------------------------------------------------------------------
 

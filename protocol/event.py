@@ -35,9 +35,9 @@ except ImportError:  # pragma: no cover - a PyNaCl laid out otherwise: its wrapp
 try:
     # Signature checks by the batch, the GIL released for the whole batch (see
     # verify_many); built at install when a C compiler is there.
-    from dizzy.protocol import _sigbatch
+    from dizzy.protocol import _native
 except ImportError:  # pragma: no cover - built without it: one call per check
-    _sigbatch = None  # type: ignore[assignment]
+    _native = None  # type: ignore[assignment]
 
 from dizzy.protocol import canonical
 from dizzy.protocol.errors import (
@@ -343,7 +343,7 @@ def signature_checker() -> Callable[[bytes, bytes, bytes], bool]:
     return verify
 
 
-# crypto_sign_open in PyNaCl's binding, for _sigbatch to call (0: not there).
+# crypto_sign_open in PyNaCl's binding, for _native to call (0: not there).
 _OPEN = int(_ffi.cast("uintptr_t", _ffi.addressof(_lib, "crypto_sign_open"))) if _lib else 0
 
 
@@ -351,14 +351,14 @@ def verify_many(keys: Sequence[bytes], messages: Sequence[bytes], sigs: Sequence
     """``verify_detached`` of each (key, message, signature): 1 for a good one, 0
     otherwise, a byte each.
 
-    One call into C checks them all with the GIL released (protocol/_sigbatch.c,
+    One call into C checks them all with the GIL released (protocol/_native.c,
     the same libsodium function): the threads of ``dizzy verify`` then take the
     GIL once per batch instead of once per signature, and no core waits for
     it between two checks (docs/performance.md#verify-and-log-at-scale).
     Without that module, one ``signature_checker`` call per check.
     """
-    if _sigbatch is not None and _OPEN:
-        return _sigbatch.open_all(_OPEN, keys, sigs, messages)
+    if _native is not None and _OPEN:
+        return _native.open_all(_OPEN, keys, sigs, messages)
     verify = signature_checker()
     return bytes(verify(k, m, s) for k, m, s in zip(keys, messages, sigs, strict=True))
 

@@ -65,7 +65,7 @@ def test_wycheproof_all_151_cases_get_the_expected_verdict(
     expected_all = bytes(t["result"] == "valid" for _, t in cases)
     assert verify_many(keys, msgs, sigs) == expected_all
     with pytest.MonkeyPatch.context() as patch:  # without the C module: one call per check
-        patch.setattr(event, "_sigbatch", None)
+        patch.setattr(event, "_native", None)
         assert verify_many(keys, msgs, sigs) == expected_all
     verdicts = [t["result"] for _, t in cases]
     assert (verdicts.count("valid"), verdicts.count("invalid")) == (88, 63)
