@@ -9,7 +9,7 @@ In one process, in this order:
 1. dizzy end to end: N source events (``order.placed``, in 100 entities,
    appended with ``Store.append_many`` 1000 at a time) and ``Runner.drain``
    of three handlers (placed → checked → approved → done), each answering an
-   event with one signed event, the answers to a batch of entries (1000 by
+   event with one signed event, the answers to a batch of entries (2500 by
    default) stored in one transaction. Events/s = N / (append + drain time).
    Peak memory (``ru_maxrss``) is read right after this row.
 2. dizzy projection only: a projection counting the N ``order.placed``

@@ -55,7 +55,7 @@ class Runner:
         *,
         identity: Keypair | None = None,
         backoff: float = 0.2,
-        batch: int = 1000,
+        batch: int = 2500,
     ) -> None:
         if isinstance(peer, LocalPeer):
             self.store = peer.store

@@ -86,7 +86,7 @@ class Item:
 @dataclass(frozen=True, slots=True)
 class Options:
     backoff: float = 0.2  # seconds before the first retry; doubled for each next one
-    batch: int = 1000  # queue entries read at a time (a handler's answers per transaction)
+    batch: int = 2500  # queue entries read at a time (a handler's answers per transaction)
     window: float = 0.25  # seconds: a handler's answers are stored once this old, batch full or not
 
 
