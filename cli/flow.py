@@ -14,7 +14,7 @@ import click
 from dizzy.cli.common import EVENT, common
 from dizzy.cli.graphviz import to_svg
 from dizzy.cli.output import Output, printable, table, when
-from dizzy.flow import Counts, Runner
+from dizzy.flow import BATCH, Counts, Runner
 from dizzy.flow.admin import parked, rebuild, retry, skip, status
 from dizzy.flow.graph import describe, render
 from dizzy.flow.loader import load_flows
@@ -41,8 +41,16 @@ def flow_group() -> None:
 @flow_group.command("run")
 @click.argument("flowfile", type=FLOWFILE)
 @click.option("--drain", is_flag=True, help="Handle what the log holds now, then exit.")
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=BATCH,
+    show_default=True,
+    help="Queue entries a handler answers per transaction: more is faster, and holds"
+    " the log's write lock longer (docs/flows.md#batches).",
+)
 @common
-def run_cmd(peer: LocalPeer, out: Output, flowfile: Path, drain: bool) -> None:
+def run_cmd(peer: LocalPeer, out: Output, flowfile: Path, drain: bool, batch: int) -> None:
     """Run the flows of FLOWFILE over this home's log, signing as this home's agent.
 
     Without --drain, follow the log until Ctrl-C or SIGTERM; each event is
@@ -53,7 +61,7 @@ def run_cmd(peer: LocalPeer, out: Output, flowfile: Path, drain: bool) -> None:
       dizzy flow run payments_flow.py --drain
       dizzy flow run payments_flow.py          # keeps following; Ctrl-C stops
     """
-    runner = Runner(peer, load_flows(flowfile))
+    runner = Runner(peer, load_flows(flowfile), batch=batch)
     if drain:
         counts = runner.drain()
     else:

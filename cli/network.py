@@ -12,7 +12,7 @@ import click
 
 from dizzy.cli.common import ENTITY, check_url, common
 from dizzy.cli.output import Output, table, when
-from dizzy.flow import Runner
+from dizzy.flow import BATCH, Runner
 from dizzy.flow.loader import load_flows
 from dizzy.peer import LocalPeer
 from dizzy.peer.daemon import DEFAULT_INTERVAL_S, HEADER_TIMEOUT_S, Worker, serve
@@ -65,6 +65,13 @@ def peer_group() -> None:
     " by gossip trigger its handlers.",
 )
 @click.option(
+    "--flow-batch",
+    type=click.IntRange(min=1),
+    default=BATCH,
+    show_default=True,
+    help="Queue entries a handler of --flow answers per transaction (docs/flows.md#batches).",
+)
+@click.option(
     "--no-mirror",
     is_flag=True,
     help="Do not fetch the files (blobs) of the dataset versions this peer holds"
@@ -88,6 +95,7 @@ def peer_run(
     interval: float,
     header_timeout: float,
     flowfiles: tuple[Path, ...],
+    flow_batch: int,
     no_mirror: bool,
     keep_free: int,
 ) -> None:
@@ -115,7 +123,7 @@ def peer_run(
     workers: list[Worker] = []
     if flowfiles:
         flows = [flow for file in flowfiles for flow in load_flows(file)]
-        workers.append(Runner(peer, flows).run)
+        workers.append(Runner(peer, flows, batch=flow_batch).run)
 
     def ready(url: str) -> None:
         out.emit({"listening": url}, f"dizzy peer listening on {url}")

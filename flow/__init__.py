@@ -17,9 +17,10 @@ from dizzy.flow.declare import Flow, Handler, Projection, Step
 from dizzy.flow.event import FlowEvent
 from dizzy.flow.runner import Runner
 from dizzy.flow.schema import SchemaError
-from dizzy.flow.worker import Counts
+from dizzy.flow.worker import BATCH, Counts
 
 __all__ = [
+    "BATCH",
     "CAUSE_KEY",
     "Cause",
     "Context",

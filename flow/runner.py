@@ -20,7 +20,7 @@ from dizzy.flow.declare import Flow, Handler, Projection, Step
 from dizzy.flow.handlers import HandlerWorker
 from dizzy.flow.projections import ProjectionWorker, claim_tables
 from dizzy.flow.tables import FLOWS
-from dizzy.flow.worker import Counts, Options, Worker
+from dizzy.flow.worker import BATCH, Counts, Options, Worker
 from dizzy.peer.clock import now_ms
 from dizzy.peer.feed import FeedWaiter
 from dizzy.peer.local import LocalPeer
@@ -55,7 +55,7 @@ class Runner:
         *,
         identity: Keypair | None = None,
         backoff: float = 0.2,
-        batch: int = 2500,
+        batch: int = BATCH,
     ) -> None:
         if isinstance(peer, LocalPeer):
             self.store = peer.store

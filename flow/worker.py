@@ -29,7 +29,11 @@ from dizzy.peer.store import Store
 from dizzy.peer.transaction import Transaction
 from dizzy.protocol import Event, Keypair, decode_event, event_id
 
-__all__ = ["Counts", "Item", "Options", "Worker"]
+__all__ = ["BATCH", "Counts", "Item", "Options", "Worker"]
+
+# Queue entries a step reads at once, and a handler answers in one transaction
+# (docs/flows.md#batches: more is faster and holds the write lock longer).
+BATCH = 2500
 
 Decision = Literal["run", "skip", "gone", "duplicate", "blocked", "note", "rebuild"]
 
@@ -86,7 +90,7 @@ class Item:
 @dataclass(frozen=True, slots=True)
 class Options:
     backoff: float = 0.2  # seconds before the first retry; doubled for each next one
-    batch: int = 2500  # queue entries read at a time (a handler's answers per transaction)
+    batch: int = BATCH
     window: float = 0.25  # seconds: a handler's answers are stored once this old, batch full or not
 
 

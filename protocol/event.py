@@ -257,7 +257,7 @@ class UnsignedEvent:
 
     body: EventBody
     id: bytes
-    doc: dict[str, Any]  # the body as a document, without signatures
+    encoded: bytes  # the canonical body: what the id hashes
 
     @classmethod
     def of(cls, body: EventBody) -> UnsignedEvent:
@@ -269,7 +269,7 @@ class UnsignedEvent:
             body_bytes = orjson.dumps(doc, option=_SORT)
         except orjson.JSONEncodeError as exc:
             raise NonCanonicalError(f"cannot encode: {exc}", reason="bad_string") from None
-        return cls(body, blake3.blake3(body_bytes).digest(), doc)
+        return cls(body, blake3.blake3(body_bytes).digest(), body_bytes)
 
     @property
     def event_id(self) -> str:
@@ -298,10 +298,17 @@ class UnsignedEvent:
         """The event with signatures made already: ``sig`` the author's of
         :attr:`message` (and for a genesis ``entity_sig``, the entity key's).
         Use :meth:`sign` unless the signatures were made apart, on a pool."""
-        doc = {**self.doc, "sig": b32encode(sig)}
-        if entity_sig is not None:
-            doc["entity_sig"] = b32encode(entity_sig)
-        raw = orjson.dumps(doc, option=_SORT)
+        if entity_sig is None:
+            # The canonical body with "sig" in its place among the sorted keys: just
+            # before "type", whose key is the body's last but one (a type name holds
+            # no quote, so the last ',"type":"' is that key), and nothing to encode.
+            at = self.encoded.rindex(b',"type":"')
+            sig_text = b32encode(sig).encode("ascii")
+            raw = b"".join((self.encoded[:at], b',"sig":"', sig_text, b'"', self.encoded[at:]))
+        else:
+            doc = orjson.loads(self.encoded)
+            doc["sig"], doc["entity_sig"] = b32encode(sig), b32encode(entity_sig)
+            raw = orjson.dumps(doc, option=_SORT)
         if len(raw) > MAX_EVENT_BYTES:
             raise UsageError(f"event is {len(raw)} bytes, over the limit of {MAX_EVENT_BYTES}")
         return Event(self.body, self.id, sig, entity_sig, raw)

@@ -25,9 +25,9 @@ from dizzy.protocol.errors import InvalidIdError
 try:
     # The same spelling in C, a tenth of the time (protocol/_native.c); built at
     # install when a C compiler is there.
-    from dizzy.protocol._native import b32encode as _native_b32encode
+    from dizzy.protocol import _native
 except ImportError:  # pragma: no cover - built without it
-    _native_b32encode = None
+    _native = None  # type: ignore[assignment]
 
 __all__ = [
     "AGENT_PREFIX",
@@ -101,7 +101,7 @@ def _spread_steps(groups: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(steps)
 
 
-b32encode = _native_b32encode if _native_b32encode is not None else py_b32encode
+b32encode = _native.b32encode if _native is not None else py_b32encode
 """Lowercase base32 without padding (RFC 4648 section 6 alphabet)."""
 
 

@@ -98,6 +98,24 @@ def test_any_event_round_trips(
     assert decode_event(event.raw, verify=False) == event
 
 
+def test_the_signature_goes_in_its_place_whatever_the_data_holds() -> None:
+    """The signed bytes are the body's with "sig" put in before its "type" key: data
+    that spells that key itself does not move it."""
+    author, entity = KEYS[0], KEYS[1]
+    tricky = ',"type":"x","v":1}'
+    for data in (
+        {"type": "t", tricky: tricky},
+        {"a": [{"sig": tricky, "type": {"type": tricky}}], "z": tricky},
+        {},
+    ):
+        body = EventBody(
+            entity.entity_id, author.agent_id, "t.y", (event_id(bytes(32)),), 1, 0, data
+        )
+        event = sign_event(body, author)
+        assert event.raw == canonical.encode({**body.to_dict(), "sig": b32encode(event.sig)})
+        assert decode_event(event.raw) == event
+
+
 @PROPERTY
 @given(st.sampled_from(KEYS), st.binary(min_size=32, max_size=32), names, text, clocks)
 def test_any_genesis_round_trips(

@@ -106,6 +106,22 @@ def test_skip_gives_a_parked_event_up(setup: tuple[Path, Path, list[str]]) -> No
     assert counts["handled"] == 0 and dizzy_json(home, "flow", "parked") == []
 
 
+def test_batch_is_an_option_of_run(setup: tuple[Path, Path, list[str]]) -> None:
+    home, flowfile, _ = setup
+    one = json.loads(
+        dizzy(home, "flow", "run", str(flowfile), "--drain", "--json", "--batch", "1").stdout
+    )
+    # Three requests answered (one event each), two authorized ones projected.
+    assert (one["handled"], one["emitted"], one["parked"]) == (5, 3, 0)
+    again = json.loads(dizzy(home, "flow", "run", str(flowfile), "--drain", "--json").stdout)
+    assert again["handled"] == again["emitted"] == 0
+    for bad in ("0", "-3", "many"):
+        result = dizzy(home, "flow", "run", str(flowfile), "--batch", bad, check=False)
+        assert result.returncode == 2 and "--batch" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert "--flow-batch" in dizzy(home, "peer", "run", "--help").stdout
+
+
 def test_run_follows_the_log_until_sigterm(setup: tuple[Path, Path, list[str]]) -> None:
     home, flowfile, _ = setup
     proc = subprocess.Popen(

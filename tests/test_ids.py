@@ -43,7 +43,9 @@ ENCODERS = pytest.mark.parametrize("encode", [b32encode, py_b32encode], ids=["de
 @ENCODERS
 @PROPERTY
 @given(data=st.binary(max_size=80))
-def test_base32_round_trips_and_matches_rfc4648(encode: Callable[[bytes], str], data: bytes) -> None:
+def test_base32_round_trips_and_matches_rfc4648(
+    encode: Callable[[bytes], str], data: bytes
+) -> None:
     text = encode(data)
     assert text == base64.b32encode(data).decode().rstrip("=").lower()
     assert len(text) == -(-len(data) * 8 // 5)
@@ -74,7 +76,7 @@ def test_base32_refuses_other_spellings(text: str) -> None:
 
 @ENCODERS
 def test_base32_of_long_and_odd_inputs(encode: Callable[[bytes], str]) -> None:
-    for data in (bytes(range(256)) * 9, b"\xff" * 2241, memoryview(b"dizzy")):
+    for data in (bytes(range(256)) * 9, b"\xff" * 2241, b"dizzy"):
         assert encode(data) == base64.b32encode(data).decode().rstrip("=").lower()
 
 
