@@ -39,6 +39,42 @@ _SORT = orjson.OPT_SORT_KEYS
 
 def check_value(value: Any) -> None:
     """Raise NonCanonicalError unless ``value`` lies inside the canonical subset."""
+    # Every event's data is checked when its body is built: the usual data (an
+    # object of plain values, maybe an object or a list of strings inside, such as
+    # a flow's provenance) passes in one look; anything else, and every fault,
+    # goes through the walk below, which says what is wrong.
+    if type(value) is dict and _plain(value, 0):
+        return
+    _walk(value)
+
+
+def _plain(obj: dict[Any, Any], depth: int) -> bool:
+    """Whether ``obj`` (at ``depth``) has ASCII string keys and holds only strings,
+    booleans, nulls, integers in range, lists of strings and objects such as itself;
+    a subset of what ``_walk`` accepts (tests/test_canonical.py compares them)."""
+    if depth >= MAX_NESTING:
+        return False
+    for key, item in obj.items():
+        if type(key) is not str or not key.isascii():
+            return False
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int:
+            if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                return False
+        elif kind is dict:
+            if not _plain(item, depth + 1):
+                return False
+        elif kind is list:
+            if depth + 1 >= MAX_NESTING or any(type(x) is not str for x in item):
+                return False
+        else:
+            return False
+    return True
+
+
+def _walk(value: Any) -> None:
     stack: list[tuple[Any, int]] = [(value, 0)]
     pop, push = stack.pop, stack.append
     while stack:

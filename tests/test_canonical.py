@@ -83,6 +83,44 @@ values = st.recursive(
 )
 
 
+# Values in and out of the subset: floats, integers out of range, keys outside the BMP
+# or not strings, types JSON has not.
+wild_scalars = scalars | st.floats() | st.integers() | st.binary(max_size=2) | st.just(())
+wild_keys = keys | st.text(max_size=3) | st.integers(0, 3)
+wild = st.recursive(
+    wild_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(wild_keys, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _outcome(check: Any, value: Any) -> tuple[str, str] | None:
+    try:
+        check(value)
+    except NonCanonicalError as exc:
+        return exc.reason, str(exc)
+    return None
+
+
+@PROPERTY
+@given(wild)
+def test_check_value_is_the_walk_whatever_the_value(value: Any) -> None:
+    """check_value's one look at usual data (canonical._plain) decides as the walk does."""
+    assert _outcome(canonical.check_value, value) == _outcome(canonical._walk, value)
+
+
+@pytest.mark.parametrize("levels", [30, 31, 32, 33])
+@pytest.mark.parametrize("leaf", [{}, [], ["s"], [1], "s"])
+def test_check_value_at_the_nesting_limit(levels: int, leaf: Any) -> None:
+    value: Any = leaf
+    for _ in range(levels):
+        value = {"k": value}
+    assert _outcome(canonical.check_value, value) == _outcome(canonical._walk, value)
+    assert (_outcome(canonical.check_value, value) is None) == (
+        levels + (type(leaf) is not str) <= canonical.MAX_NESTING
+    )
+
+
 @PROPERTY
 @given(values)
 def test_encode_is_rfc8785_on_the_subset_and_decode_inverts_it(value: Any) -> None:
