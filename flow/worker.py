@@ -34,6 +34,11 @@ __all__ = ["BATCH", "Counts", "Item", "Options", "Worker"]
 # Queue entries a step reads at once, and a handler answers in one transaction
 # (docs/flows.md#batches: more is faster and holds the write lock longer).
 BATCH = 2500
+# The stored bytes of the events a batch reads at most (always at least one event):
+# 2500 events of the 64 KiB an event may hold would be 160 MB, held with what is
+# made of them until the batch commits. Usual events are a few hundred bytes.
+BATCH_BYTES = 8 << 20
+_READ = 500  # events whose bytes are read with one query
 
 Decision = Literal["run", "skip", "gone", "duplicate", "blocked", "note", "rebuild"]
 
@@ -152,7 +157,19 @@ class Worker:
         self.expected, self.replay_until = tables.position(records, self.id)
         with records.reading():  # keys as bytes: no printable ids made and parsed back
             rows = records.change_rows(self.expected, batch, self.step.consumes)
-        return [Item(p, bytes(e), bytes(n), t, k) for p, k, e, n, t in rows]
+        # Read with their events' bytes, as many as fit in BATCH_BYTES.
+        items: list[Item] = []
+        size = 0
+        for start in range(0, len(rows), _READ):
+            part = [(p, k, bytes(e), bytes(n), t) for p, k, e, n, t in rows[start : start + _READ]]
+            raws = {k: raw for k, _, raw in records.rows_of([e for _, _, e, _, _ in part])}
+            for p, k, e, n, t in part:
+                raw = raws.get(e)
+                size += len(raw) if raw is not None else 0
+                if items and size > BATCH_BYTES:
+                    return items
+                items.append(Item(p, e, n, t, k, False, raw))
+        return items
 
     def known(self, records: Records, items: list[Item]) -> Known:
         events = list(dict.fromkeys(i.event for i in items))

@@ -18,6 +18,7 @@ from helpers import agent, child, genesis
 from test_permissions import grant, revoke
 
 from dizzy.flow import Context, Flow, FlowEvent, ProjectionDB, Runner
+from dizzy.flow import worker
 from dizzy.flow.admin import parked, status
 from dizzy.peer import Store
 from dizzy.peer.transaction import Transaction
@@ -184,6 +185,35 @@ def test_a_projection_applies_a_batch_in_one_transaction(store: Store) -> None:
     runner.drain()
     assert counter["transactions"] == 1
     assert store.query("SELECT n, total FROM sums") == [(50, sum(range(1, 51)))]
+    assert set(tries.values()) == {1}
+
+
+def test_a_batch_of_large_events_is_shorter(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch reads at most BATCH_BYTES of stored events (at least one), whatever
+    its length in entries: its memory does not grow with the events' size."""
+    monkeypatch.setattr(worker, "BATCH_BYTES", 50_000)
+    flow, tries = Flow("echo"), Counter[int]()
+    echo(flow, tries)
+    projected: list[int] = []
+
+    @flow.projection(consumes="note")
+    def seen(event: FlowEvent, db: ProjectionDB) -> None:
+        projected.append(event.data["n"])
+
+    a = account(store, "a")
+    for n in range(7):
+        store.append(OWNER, a, "note", {"n": n, "pad": "x" * 20_000}, clock=2)
+    store.append(OWNER, a, "note", {"n": 7, "pad": "x" * 60_000}, clock=2)  # over alone
+    store.append(OWNER, a, "note", {"n": 8}, clock=2)
+    runner = Runner(store, [flow], identity=OWNER)
+    rounds = []
+    while (once := runner.run_once()).done:
+        rounds.append(once.done)
+    # Each of the two steps, side by side: two 20 kB events a batch (a third would pass
+    # 50 kB), the last 20 kB one alone (the 60 kB one after it would pass), the 60 kB
+    # one alone (one event at least), then the small one.
+    assert rounds == [4, 4, 4, 2, 2, 2], rounds
+    assert echoes(store, a) == list(range(9)) and projected == list(range(9))
     assert set(tries.values()) == {1}
 
 
