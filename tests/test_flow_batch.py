@@ -17,8 +17,7 @@ import pytest
 from helpers import agent, child, genesis
 from test_permissions import grant, revoke
 
-from dizzy.flow import Context, Flow, FlowEvent, ProjectionDB, Runner
-from dizzy.flow import worker
+from dizzy.flow import Context, Flow, FlowEvent, ProjectionDB, Runner, worker
 from dizzy.flow.admin import parked, status
 from dizzy.peer import Store
 from dizzy.peer.transaction import Transaction
