@@ -44,7 +44,7 @@ pytest: $(BIN)/.installed
 # Append and ingest (about 1.5 min), sync over loopback HTTP (about 1.5 min), a log of
 # a million events and many entities (2.5-5 min, 3 GB of disk), a 1 GiB dataset
 # fetch against curl (a few minutes, about 6 GB of disk), documents against bare
-# Loro (about 1.5 min), flows against eventsourcing (15-25 min), then verify and
+# Loro (about 1.5 min), flows against eventsourcing (3-4 min), then verify and
 # log of an entity of a million events (about 10 min).
 bench: $(BIN)/.installed
 	$(BIN)/python bench/ingest.py
