@@ -192,7 +192,7 @@ class HandlerWorker(Worker):
             return Answer(item)
         raw = raws.get(item.event) if raws is not None else None
         if raw is None:
-            raw = self.load(self.store.records, item).raw
+            raw = self.raw(self.store.records, item)
         try:
             seen = from_stored(item.event, raw, self.step.flow.schemas)
         except SchemaError as exc:

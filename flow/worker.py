@@ -335,7 +335,11 @@ class Worker:
     def closing(self, tx: Transaction, item: Item, outcome: Outcome, error: str | None) -> None:
         """A run on ``item`` ends without an answer (a handler's activity records it)."""
 
-    def load(self, records: Records, item: Item) -> Event:
-        raw = records.raw(item.event)
+    def raw(self, records: Records, item: Item) -> bytes:
+        """The stored bytes of ``item``'s event (read with the queue, or now)."""
+        raw = item.raw if item.raw is not None else records.raw(item.event)
         assert raw is not None, "the feed names stored events"
-        return decode_event(raw, verify=False)
+        return raw
+
+    def load(self, records: Records, item: Item) -> Event:
+        return decode_event(self.raw(records, item), verify=False)

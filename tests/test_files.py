@@ -309,13 +309,22 @@ def start_fetch(home: Path, entity: str, out: Path, *urls: str) -> subprocess.Po
     )
 
 
+def fetch_under_way(
+    tmp_path: Path, daemons: Daemons, seed: int, after: int
+) -> tuple[Path, Path, str, Daemon, Path, subprocess.Popen[str]]:
+    """A 96 MiB dataset served by a daemon, and a fetch of it by another home that
+    has written ``after`` bytes: (home, source, entity, daemon, out, the fetch)."""
+    _a, b, source, entity, da = served(tmp_path, daemons, 96 << 20, seed=seed)
+    out = tmp_path / "out"
+    fetch = start_fetch(b, entity, out, da.url)
+    wait_until(lambda: written(out) >= after or fetch.poll() is not None, 60, what="chunks")
+    return b, source, entity, da, out, fetch
+
+
 def test_a_fetch_killed_halfway_resumes_with_only_the_missing_chunks(
     tmp_path: Path, daemons: Daemons
 ) -> None:
-    _a, b, source, entity, da = served(tmp_path, daemons, 96 << 20, seed=3)
-    out = tmp_path / "out"
-    fetch = start_fetch(b, entity, out, da.url)
-    wait_until(lambda: written(out) >= 24 << 20 or fetch.poll() is not None, 60, what="chunks")
+    b, source, entity, da, out, fetch = fetch_under_way(tmp_path, daemons, 3, 24 << 20)
     fetch.kill()
     fetch.communicate()  # reaps it and closes its pipes
     assert fetch.returncode == -9, "the fetch ended before it could be killed"
@@ -332,10 +341,7 @@ def test_a_fetch_killed_halfway_resumes_with_only_the_missing_chunks(
 def test_ctrl_c_during_a_fetch_says_what_was_kept_and_how_to_resume(
     tmp_path: Path, daemons: Daemons
 ) -> None:
-    _a, b, source, entity, da = served(tmp_path, daemons, 96 << 20, seed=8)
-    out = tmp_path / "out"
-    fetch = start_fetch(b, entity, out, da.url)
-    wait_until(lambda: written(out) >= 16 << 20 or fetch.poll() is not None, 60, what="chunks")
+    b, source, entity, da, out, fetch = fetch_under_way(tmp_path, daemons, 8, 16 << 20)
     fetch.send_signal(signal.SIGINT)
     _, stderr = fetch.communicate(timeout=60)
     assert fetch.returncode == 130, stderr
