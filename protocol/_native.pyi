@@ -1,7 +1,12 @@
-# protocol/_native.c: the optional C module (signature checks by the batch, base32).
+# protocol/_native.c: the optional C module (signature checks by the batch, events read
+# in their template form, BLAKE3, base32).
 from collections.abc import Sequence
 
 def open_all(
     address: int, keys: Sequence[bytes], sigs: Sequence[bytes], messages: Sequence[bytes]
 ) -> bytes: ...
 def b32encode(data: bytes, /) -> str: ...
+def check_template(
+    address: int, context: bytes, raws: Sequence[object]
+) -> list[tuple[bytes, bytes, bytes, bytes, tuple[str, ...], int, bytes] | None]: ...
+def blake3(data: bytes, /) -> bytes: ...

@@ -27,11 +27,21 @@ another form, any check that fails — goes to ``decode_event`` itself, so the
 outcome for every input is ``decode_event``'s, errors and messages included
 (tests/test_checked.py compares both on mutated events).
 
-Signatures are decoded from base32 sixteen at a time (one integer each), and
-the sixteen are checked as soon as their part of the events is parsed, in
-one call that releases the GIL for all of them (``verify_many``): the
-threads of a pool take turns between Python and signatures instead of
-waiting for each other at every event.
+When the C module was built (protocol/_native.c), it reads the template
+itself: the form, the ids' and signature's base32, the numbers, the parents'
+order, the BLAKE3 of the body and the author's signature, for a whole list of
+events without the GIL, so both cores read and check while Python is left
+with what needs it (the key caches, the type, the data's canonical check).
+It takes only what fits the template exactly and verifies, and reads it as
+``decode_event`` does; all else comes back here and goes to ``decode_event``
+(the tests run every case both ways, and events mutated then signed again,
+so that the form alone decides).
+
+Without it, ``_TEMPLATE`` reads the form: signatures are decoded from base32
+sixteen at a time (one integer each), and the sixteen are checked as soon as
+their part of the events is parsed, in one call that releases the GIL for
+all of them (``verify_many``): the threads of a pool take turns between
+Python and signatures instead of waiting for each other at every event.
 """
 
 from __future__ import annotations
@@ -39,15 +49,21 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from itertools import pairwise
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import blake3
 import orjson
 
 from dizzy.protocol.canonical import MAX_SAFE_INTEGER, check_value
 from dizzy.protocol.errors import RemoteError
-from dizzy.protocol.event import EVENT_CONTEXT, Event, decode_event, verify_many
+from dizzy.protocol.event import _OPEN, EVENT_CONTEXT, Event, decode_event, verify_many
 from dizzy.protocol.ids import parse_agent, parse_entity
+
+try:
+    # The template read in C, the GIL released; built at install when a C compiler is there.
+    from dizzy.protocol import _native
+except ImportError:  # pragma: no cover - built without it: _TEMPLATE reads it
+    _native = None  # type: ignore[assignment]
 
 __all__ = ["Checked", "check_events"]
 
@@ -101,6 +117,8 @@ _agents: dict[bytes, tuple[str, bytes]] = {}
 _entities: dict[bytes, tuple[str, bytes]] = {}
 _types: dict[bytes, str] = {}
 
+_template = _native.check_template if _native is not None and _OPEN else None
+
 _Fields = tuple[bytes, str, str, str, tuple[str, ...], int, None]  # of a Checked
 _Parsed = tuple[bytes, _Fields, bytes]
 _tuple = tuple.__new__
@@ -109,9 +127,29 @@ _tuple = tuple.__new__
 def check_events(raws: Sequence[bytes]) -> list[Checked | RemoteError]:
     """For each of ``raws``, what ``decode_event`` (verifying) makes of it: the
     event, as ``Checked``, or the RemoteError saying why not."""
+    if _template is not None:
+        return _check_native(_template, raws)
     out: list[Checked | RemoteError] = []
     for start in range(0, len(raws), _PART):
         out += _check_part(raws[start : start + _PART])
+    return out
+
+
+def _check_native(
+    template: Callable[..., list[Any]], raws: Sequence[bytes]
+) -> list[Checked | RemoteError]:
+    """``check_events`` with the template read, hashed and verified in C."""
+    out: list[Checked | RemoteError] = []
+    append = out.append
+    for raw, found in zip(raws, template(_OPEN, EVENT_CONTEXT, raws), strict=True):
+        if found is not None:
+            digest, author_text, entity_text, type_text, parents, depth, data = found
+            names = _names(author_text, entity_text, type_text, data)
+            if names is not None:
+                author, _, entity, type_ = names
+                append(_tuple(Checked, (digest, entity, author, type_, parents, depth, None)))
+                continue
+        append(_decoded(raw))
     return out
 
 
@@ -154,21 +192,11 @@ def _parse(raw: bytes, hasher: blake3.blake3) -> _Parsed | None:
     if match is None:
         return None
     author_text, clock, data, depth_text, entity_text, parent_texts, sig, type_text = match.groups()
-    try:
-        author, key = _agents.get(author_text) or _point(_agents, author_text, parse_agent)
-        entity = (_entities.get(entity_text) or _point(_entities, entity_text, parse_entity))[0]
-        value = orjson.loads(data)
-        if not _plain(value, data):
-            check_value([value])  # nested as deep as in the event
-    except (RemoteError, orjson.JSONDecodeError, UnicodeDecodeError):
-        return None
-    if sig.translate(None, _B32):
-        return None  # a byte outside the alphabet
-    type_ = _types.get(type_text) or _type(type_text)
+    names = _names(author_text, entity_text, type_text, data)
     depth = int(depth_text)
     if (
-        type_ is None
-        or orjson.dumps(value, option=_SORT) != data
+        names is None
+        or sig.translate(None, _B32)  # a byte outside the alphabet
         or (len(clock) == 16 and int(clock) > MAX_SAFE_INTEGER)  # 2**53-1 has 16 digits
         or not 1 <= depth <= MAX_SAFE_INTEGER
     ):
@@ -187,7 +215,28 @@ def _parse(raw: bytes, hasher: blake3.blake3) -> _Parsed | None:
     start, end = match.span(7)
     hasher.reset()
     hasher.update(raw[: start - _SIG_START] + raw[end + 1 :])
+    author, key, entity, type_ = names
     return key, (hasher.digest(), entity, author, type_, parents, depth, None), sig
+
+
+def _names(
+    author_text: bytes, entity_text: bytes, type_text: bytes, data: bytes
+) -> tuple[str, bytes, str, str] | None:
+    """The author (and its key), the entity and the type a template spells, if the
+    keys are valid points, the type one the template path takes and the data
+    canonical; None sends the event to ``decode_event``."""
+    try:
+        author, key = _agents.get(author_text) or _point(_agents, author_text, parse_agent)
+        entity = (_entities.get(entity_text) or _point(_entities, entity_text, parse_entity))[0]
+        value = orjson.loads(data)
+        if not _plain(value, data):
+            check_value([value])  # nested as deep as in the event
+    except (RemoteError, orjson.JSONDecodeError, UnicodeDecodeError):
+        return None
+    type_ = _types.get(type_text) or _type(type_text)
+    if type_ is None or orjson.dumps(value, option=_SORT) != data:
+        return None
+    return author, key, entity, type_
 
 
 def _plain(value: object, data: bytes) -> bool:
