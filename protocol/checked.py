@@ -109,6 +109,7 @@ _TO_INT_DIGITS = bytes.maketrans(
 )
 _SORT = orjson.OPT_SORT_KEYS
 _PART = 16  # events parsed between two runs of signature checks
+_NATIVE_PART = 1024  # events per call into C: what it holds for them is bounded (200 KB)
 _CACHE = 4096  # authors, entities and types remembered as checked
 
 # Printable id bytes -> (the id, its key), for ids that are valid points; types that are
@@ -127,11 +128,12 @@ _tuple = tuple.__new__
 def check_events(raws: Sequence[bytes]) -> list[Checked | RemoteError]:
     """For each of ``raws``, what ``decode_event`` (verifying) makes of it: the
     event, as ``Checked``, or the RemoteError saying why not."""
-    if _template is not None:
-        return _check_native(_template, raws)
+    template = _template
+    part = _PART if template is None else _NATIVE_PART
     out: list[Checked | RemoteError] = []
-    for start in range(0, len(raws), _PART):
-        out += _check_part(raws[start : start + _PART])
+    for start in range(0, len(raws), part):
+        some = raws[start : start + part]
+        out += _check_part(some) if template is None else _check_native(template, some)
     return out
 
 
