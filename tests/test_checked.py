@@ -144,17 +144,24 @@ def test_not_bytes_or_too_big() -> None:
 def test_mutated_bytes_are_read_as_decode_event_reads_them(
     index: int, edits: list[tuple[int, int, int]]
 ) -> None:
-    raw = bytearray(EVENTS[index].raw)
+    raw = edited(EVENTS[index].raw, edits)
+    [found] = check_events([raw])
+    assert checked(found) == outcome(raw)
+
+
+def edited(raw: bytes, edits: list[tuple[int, int, int]]) -> bytes:
+    """``raw`` with each (position, byte, kind) edit made: 0 replaces, 1 inserts,
+    2 deletes."""
+    out = bytearray(raw)
     for position, byte, kind in edits:
-        at = position % (len(raw) + 1)
-        if kind == 0 and at < len(raw):
-            raw[at] = byte
+        at = position % (len(out) + 1)
+        if kind == 0 and at < len(out):
+            out[at] = byte
         elif kind == 1:
-            raw.insert(at, byte)
-        elif at < len(raw):
-            del raw[at]
-    [found] = check_events([bytes(raw)])
-    assert checked(found) == outcome(bytes(raw))
+            out.insert(at, byte)
+        elif at < len(out):
+            del out[at]
+    return bytes(out)
 
 
 def test_many_at_once_keep_their_order() -> None:
@@ -194,16 +201,7 @@ def test_mutated_then_signed_again_are_read_as_decode_event_reads_them(
 ) -> None:
     # A signature that verifies leaves the form and the other checks to decide:
     # the template path must take no event decode_event refuses, nor read one otherwise.
-    raw = bytearray(EVENTS[index].raw)
-    for position, byte, kind in edits:
-        at = position % (len(raw) + 1)
-        if kind == 0 and at < len(raw):
-            raw[at] = byte
-        elif kind == 1:
-            raw.insert(at, byte)
-        elif at < len(raw):
-            del raw[at]
-    mutated = signed_again(bytes(raw))
+    mutated = signed_again(edited(EVENTS[index].raw, edits))
     [found] = check_events([mutated])
     assert checked(found) == outcome(mutated)
 
