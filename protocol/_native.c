@@ -22,7 +22,9 @@
  * byte out of place, a bad signature) goes back to Python, which decides as
  * decode_event does; tests/test_checked.py runs every case on both paths.
  * BLAKE3 here is written from its specification for inputs of any length and
- * tested against the blake3 package (tests/test_native.py).
+ * tested against the blake3 package (tests/test_checked.py). And
+ * tests/test_native_sanitized.py runs those tests again on this file built
+ * with AddressSanitizer and UndefinedBehaviorSanitizer.
  *
  * Base32 spelling (b32encode) is on the path of every event made or printed:
  * each has an id and a signature to spell, and a flow's answer spells about

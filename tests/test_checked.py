@@ -164,6 +164,16 @@ def edited(raw: bytes, edits: list[tuple[int, int, int]]) -> bytes:
     return bytes(out)
 
 
+def test_every_prefix_and_suffix_is_read_as_decode_event_reads_it() -> None:
+    # Bytes cut anywhere: each read of the template must stop at the end it is given.
+    for event in (E1, E2, MERGE):
+        items = [event.raw[:i] for i in range(len(event.raw))] + [
+            event.raw[i:] for i in range(1, len(event.raw))
+        ]
+        found = check_events(items)
+        assert [checked(f) for f in found] == [outcome(r) for r in items]
+
+
 def test_many_at_once_keep_their_order() -> None:
     rng = random.Random(7)
     items = [rng.choice(EVENTS).raw for _ in range(2100)]  # over two calls into C
