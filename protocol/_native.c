@@ -355,6 +355,9 @@ static int take_base32(Cursor *c, size_t chars, unsigned char *out, size_t size)
         held += 5;
         if (held >= 8) {
             held -= 8;
+            if (written == size) {
+                return 0; /* more than size bytes */
+            }
             if (out != NULL) {
                 out[written] = (unsigned char)(bits >> held);
             }
@@ -459,11 +462,12 @@ static int read_template(const unsigned char *raw, size_t length, Template *t,
             return 0;
         }
     }
-    *sig_start = (size_t)(c.at - raw) - sizeof ",\"sig\":\"" + 1;
+    size_t sig = (size_t)(c.at - raw); /* the signature's first character */
     if (!take_base32(&c, SIG_CHARS, t->sig, SIG_BYTES) || !take(&c, "\",\"type\":\"")) {
         return 0;
     }
-    *sig_end = (size_t)(c.at - raw) - sizeof "\",\"type\":\"" + 2; /* after the closing quote */
+    *sig_start = sig - strlen(",\"sig\":\""); /* the body leaves out ,"sig":"…" */
+    *sig_end = sig + SIG_CHARS + 1;
     t->type = (size_t)(c.at - raw);
     if (c.at >= c.end || !((*c.at >= 'a' && *c.at <= 'z') || (*c.at >= 'A' && *c.at <= 'Z'))) {
         return 0;
@@ -505,23 +509,20 @@ static PyObject *template_tuple(const unsigned char *raw, const Template *t) {
         PyTuple_SET_ITEM(parents, i, parent);
     }
     const char *text = (const char *)raw;
-    PyObject *items[] = {
-        PyBytes_FromStringAndSize((const char *)t->digest, 32),
-        PyBytes_FromStringAndSize(text + t->author, ID_TEXT),
-        PyBytes_FromStringAndSize(text + t->entity, ID_TEXT),
-        PyBytes_FromStringAndSize(text + t->type, (Py_ssize_t)t->type_length),
-        PyLong_FromLongLong(t->depth),
-        PyBytes_FromStringAndSize(text + t->data, (Py_ssize_t)t->data_length),
-    };
-    static const int at[] = {0, 1, 2, 3, 5, 6};
-    int complete = 1;
-    for (int i = 0; i < 6; i++) {
-        PyTuple_SET_ITEM(out, at[i], items[i]);
-        complete = complete && items[i] != NULL;
-    }
-    if (complete) {
-        return out;
-    }
+    PyObject *item;
+#define PUT(index, made)                  \
+    if ((item = (made)) == NULL) {        \
+        goto failed;                      \
+    }                                     \
+    PyTuple_SET_ITEM(out, index, item)
+    PUT(0, PyBytes_FromStringAndSize((const char *)t->digest, 32));
+    PUT(1, PyBytes_FromStringAndSize(text + t->author, ID_TEXT));
+    PUT(2, PyBytes_FromStringAndSize(text + t->entity, ID_TEXT));
+    PUT(3, PyBytes_FromStringAndSize(text + t->type, (Py_ssize_t)t->type_length));
+    PUT(5, PyLong_FromLongLong(t->depth));
+    PUT(6, PyBytes_FromStringAndSize(text + t->data, (Py_ssize_t)t->data_length));
+#undef PUT
+    return out;
 failed:
     Py_DECREF(out); /* a tuple's NULL items are skipped as it is freed */
     return NULL;
@@ -543,8 +544,12 @@ static PyObject *check_template(PyObject *self, PyObject *args) {
     Template *found = NULL;
     char *good = NULL;
     unsigned char *body = NULL, *signed_message = NULL, *opened = NULL;
-    if (address == 0 || context.len > 1024) {
-        PyErr_SetString(PyExc_ValueError, "no function to call, or a context over 1 KiB");
+    if (address == 0) {
+        PyErr_SetString(PyExc_ValueError, "no function to call");
+        goto done;
+    }
+    if (context.len > 1024) {
+        PyErr_SetString(PyExc_ValueError, "a context over 1 KiB");
         goto done;
     }
     raws = PySequence_Tuple(raws_in); /* ours: the items stay alive without the GIL */
@@ -553,6 +558,10 @@ static PyObject *check_template(PyObject *self, PyObject *args) {
     }
     Py_ssize_t n = PyTuple_GET_SIZE(raws);
     size_t count = n > 0 ? (size_t)n : 1, message_length = (size_t)context.len + 32;
+    if (count > SIZE_MAX / sizeof *found) {
+        PyErr_NoMemory();
+        goto done;
+    }
     found = malloc(count * sizeof *found);
     good = calloc(count, 1);
     body = malloc(TEMPLATE_MAX);

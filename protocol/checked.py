@@ -118,7 +118,8 @@ _agents: dict[bytes, tuple[str, bytes]] = {}
 _entities: dict[bytes, tuple[str, bytes]] = {}
 _types: dict[bytes, str] = {}
 
-_template = _native.check_template if _native is not None and _OPEN else None
+# A module built before check_template existed (a stale in-place build) has none.
+_template = getattr(_native, "check_template", None) if _OPEN else None
 
 _Fields = tuple[bytes, str, str, str, tuple[str, ...], int, None]  # of a Checked
 _Parsed = tuple[bytes, _Fields, bytes]
