@@ -56,14 +56,8 @@ import orjson
 
 from dizzy.protocol.canonical import MAX_SAFE_INTEGER, check_value
 from dizzy.protocol.errors import RemoteError
-from dizzy.protocol.event import _OPEN, EVENT_CONTEXT, Event, decode_event, verify_many
+from dizzy.protocol.event import _OPEN, EVENT_CONTEXT, Event, _native, decode_event, verify_many
 from dizzy.protocol.ids import parse_agent, parse_entity
-
-try:
-    # The template read in C, the GIL released; built at install when a C compiler is there.
-    from dizzy.protocol import _native
-except ImportError:  # pragma: no cover - built without it: _TEMPLATE reads it
-    _native = None  # type: ignore[assignment]
 
 __all__ = ["Checked", "check_events"]
 

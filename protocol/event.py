@@ -34,9 +34,10 @@ except ImportError:  # pragma: no cover - a PyNaCl laid out otherwise: its wrapp
     _lib = None
 try:
     # Signature checks by the batch, the GIL released for the whole batch (see
-    # verify_many); built at install when a C compiler is there.
-    from dizzy.protocol import _native
-except ImportError:  # pragma: no cover - built without it: one call per check
+    # verify_many), and events read (protocol/checked.py, which takes it from
+    # here with _OPEN); built at install when a C compiler is there.
+    from dizzy.protocol import _native as _native
+except ImportError:  # pragma: no cover - built without it: the Python paths
     _native = None  # type: ignore[assignment]
 
 from dizzy.protocol import canonical

@@ -18,13 +18,8 @@ from test_permissions import grant, revoke
 
 from dizzy.protocol import Checked, Event, RemoteError, check_events, decode_event
 from dizzy.protocol import checked as checked_module
-from dizzy.protocol.event import _OPEN, EVENT_CONTEXT
+from dizzy.protocol.event import _OPEN, EVENT_CONTEXT, _native
 from dizzy.protocol.ids import b32encode
-
-try:
-    from dizzy.protocol import _native
-except ImportError:  # built without the C module: its own tests are skipped
-    _native = None  # type: ignore[assignment]
 
 ALICE, BOB = agent("alice"), agent("bob")
 G = genesis(ALICE, "checked", name="checked")
